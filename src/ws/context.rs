@@ -1,0 +1,527 @@
+//! The read side of one WebSocket connection: bytes in, whole messages out.
+//!
+//! A [`WsContext`] is a state machine over byte slices (the tungstenite "context" split): the
+//! event loop owns the socket and hands whatever bytes arrived to [`WsContext::read`], which takes
+//! what it can and says how much it took. Payload bytes are consumed as they arrive, even in the
+//! middle of a frame, so the only bytes a caller ever has to keep are an incomplete frame header
+//! (at most 14 bytes), and invalid UTF-8 is caught on the first bad byte.
+
+use super::close::{self, CloseCode, ClosePayloadError};
+use super::frame::{self, FrameHeader, HeaderError, OpCode, Parsed};
+use super::mask::apply_mask;
+use super::utf8::Utf8Validator;
+
+/// Size limits for what a peer may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest payload of a single frame.
+    pub max_frame: u64,
+    /// Largest message, all fragments together.
+    pub max_message: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame: 64 * 1024,
+            max_message: 64 * 1024,
+        }
+    }
+}
+
+/// Something whole that the peer sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// A text message, already checked to be UTF-8.
+    Text(String),
+    Binary(Vec<u8>),
+    /// A ping; the engine must answer with a pong carrying the same payload.
+    Ping(Vec<u8>),
+    Pong(Vec<u8>),
+    /// A close frame with its code and reason, or `None` when it had no payload.
+    Close(Option<(CloseCode, String)>),
+}
+
+/// A violation that fails the connection, with the close code to send (RFC 6455 7.4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProtocolError {
+    pub code: CloseCode,
+    pub reason: &'static str,
+}
+
+impl ProtocolError {
+    fn protocol(reason: &'static str) -> Self {
+        ProtocolError {
+            code: CloseCode::PROTOCOL,
+            reason,
+        }
+    }
+}
+
+impl std::fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (close code {})", self.reason, self.code.0)
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+impl From<HeaderError> for ProtocolError {
+    fn from(e: HeaderError) -> Self {
+        let code = match e {
+            HeaderError::TooBig { .. } => CloseCode::TOO_BIG,
+            _ => CloseCode::PROTOCOL,
+        };
+        ProtocolError {
+            code,
+            reason: e.describe(),
+        }
+    }
+}
+
+/// The frame whose payload is being read.
+#[derive(Debug, Clone, Copy)]
+struct FrameInProgress {
+    header: FrameHeader,
+    remaining: u64,
+    /// Position in the payload, for the mask phase.
+    offset: usize,
+}
+
+/// A data message whose fragments are being gathered.
+#[derive(Debug, Default)]
+struct MessageInProgress {
+    is_text: bool,
+    data: Vec<u8>,
+    utf8: Utf8Validator,
+}
+
+/// The read state of one connection. Idle, it holds no heap memory.
+#[derive(Debug, Default)]
+pub struct WsContext {
+    limits: Limits,
+    frame: Option<FrameInProgress>,
+    message: Option<Box<MessageInProgress>>,
+    /// Payload of the control frame being read (at most 125 bytes).
+    control: Vec<u8>,
+    close_received: bool,
+}
+
+impl WsContext {
+    pub fn new(limits: Limits) -> Self {
+        WsContext {
+            limits,
+            ..Default::default()
+        }
+    }
+
+    /// True once a close frame has been read; nothing after it is read.
+    pub fn close_received(&self) -> bool {
+        self.close_received
+    }
+
+    /// Reads from `input`. Returns how many bytes were taken and, when a message or control frame
+    /// was completed, that event: call again with the rest of the input. `(n, None)` means every
+    /// byte that could be taken was taken; the untaken tail (an incomplete header) must be passed
+    /// again, with more bytes behind it, on the next call.
+    pub fn read(&mut self, input: &[u8]) -> Result<(usize, Option<Incoming>), ProtocolError> {
+        if self.close_received {
+            // "The application MUST NOT send any more data frames after sending a Close frame"
+            // and we read nothing after the peer's: drop it.
+            return Ok((input.len(), None));
+        }
+        let mut pos = 0;
+        loop {
+            let mut frame = match self.frame {
+                Some(f) => f,
+                None => match frame::parse_client_header(&input[pos..], self.limits.max_frame)? {
+                    Parsed::Partial => return Ok((pos, None)),
+                    Parsed::Complete(header, n) => {
+                        pos += n;
+                        self.begin_frame(header)?
+                    }
+                },
+            };
+            let avail =
+                (input.len() - pos).min(usize::try_from(frame.remaining).unwrap_or(usize::MAX));
+            self.take_payload(&mut frame, &input[pos..pos + avail])?;
+            pos += avail;
+            if frame.remaining > 0 {
+                self.frame = Some(frame);
+                return Ok((pos, None));
+            }
+            self.frame = None;
+            if let Some(event) = self.finish_frame(frame.header)? {
+                return Ok((pos, Some(event)));
+            }
+        }
+    }
+
+    /// Checks a new header against the fragmentation state (RFC 6455 5.4) and the message limit.
+    fn begin_frame(&mut self, header: FrameHeader) -> Result<FrameInProgress, ProtocolError> {
+        match header.opcode {
+            OpCode::Text | OpCode::Binary => {
+                if self.message.is_some() {
+                    return Err(ProtocolError::protocol(
+                        "new data frame while a fragmented message is unfinished",
+                    ));
+                }
+                self.check_message_size(0, header.payload_len)?;
+                self.message = Some(Box::new(MessageInProgress {
+                    is_text: header.opcode == OpCode::Text,
+                    ..Default::default()
+                }));
+            }
+            OpCode::Continuation => {
+                let so_far = match &self.message {
+                    Some(m) => m.data.len(),
+                    None => {
+                        return Err(ProtocolError::protocol(
+                            "continuation frame with no message to continue",
+                        ))
+                    }
+                };
+                self.check_message_size(so_far, header.payload_len)?;
+            }
+            OpCode::Close | OpCode::Ping | OpCode::Pong => self.control.clear(),
+        }
+        Ok(FrameInProgress {
+            header,
+            remaining: header.payload_len,
+            offset: 0,
+        })
+    }
+
+    fn check_message_size(&self, so_far: usize, more: u64) -> Result<(), ProtocolError> {
+        let total = (so_far as u64).saturating_add(more);
+        if total > self.limits.max_message as u64 {
+            return Err(ProtocolError {
+                code: CloseCode::TOO_BIG,
+                reason: "message too big",
+            });
+        }
+        Ok(())
+    }
+
+    /// Unmasks a piece of payload into the message or control buffer.
+    fn take_payload(
+        &mut self,
+        frame: &mut FrameInProgress,
+        piece: &[u8],
+    ) -> Result<(), ProtocolError> {
+        let key = frame.header.mask.unwrap_or([0; 4]);
+        let buf = if frame.header.opcode.is_control() {
+            &mut self.control
+        } else {
+            match self.message.as_deref_mut() {
+                Some(m) => &mut m.data,
+                None => return Err(ProtocolError::protocol("payload with no message")),
+            }
+        };
+        let start = buf.len();
+        buf.extend_from_slice(piece);
+        frame.offset = apply_mask(&mut buf[start..], key, frame.offset);
+        frame.remaining -= piece.len() as u64;
+        if let Some(m) = self.message.as_deref_mut() {
+            if m.is_text
+                && !frame.header.opcode.is_control()
+                && m.utf8.feed(&m.data[start..]).is_err()
+            {
+                return Err(invalid_utf8());
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns a fully read frame into an event, if it completes one.
+    fn finish_frame(&mut self, header: FrameHeader) -> Result<Option<Incoming>, ProtocolError> {
+        match header.opcode {
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                if !header.fin {
+                    return Ok(None);
+                }
+                let Some(m) = self.message.take() else {
+                    return Err(ProtocolError::protocol("payload with no message"));
+                };
+                let m = *m;
+                if !m.is_text {
+                    return Ok(Some(Incoming::Binary(m.data)));
+                }
+                if !m.utf8.is_complete() {
+                    return Err(invalid_utf8());
+                }
+                String::from_utf8(m.data)
+                    .map(|s| Some(Incoming::Text(s)))
+                    .map_err(|_| invalid_utf8())
+            }
+            OpCode::Ping => Ok(Some(Incoming::Ping(std::mem::take(&mut self.control)))),
+            OpCode::Pong => Ok(Some(Incoming::Pong(std::mem::take(&mut self.control)))),
+            OpCode::Close => {
+                self.close_received = true;
+                let payload = std::mem::take(&mut self.control);
+                match close::parse_payload(&payload) {
+                    Ok(None) => Ok(Some(Incoming::Close(None))),
+                    Ok(Some((code, reason))) => {
+                        Ok(Some(Incoming::Close(Some((code, reason.to_owned())))))
+                    }
+                    Err(ClosePayloadError::InvalidReason) => Err(invalid_utf8()),
+                    Err(ClosePayloadError::Truncated) => {
+                        Err(ProtocolError::protocol("close payload of one byte"))
+                    }
+                    Err(ClosePayloadError::InvalidCode(_)) => {
+                        Err(ProtocolError::protocol("invalid close code"))
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn invalid_utf8() -> ProtocolError {
+    ProtocolError {
+        code: CloseCode::INVALID_PAYLOAD,
+        reason: "text is not valid UTF-8",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::frame::encode_client_frame;
+
+    const KEY: [u8; 4] = [0x11, 0x22, 0x33, 0x44];
+
+    fn ctx() -> WsContext {
+        WsContext::new(Limits {
+            max_frame: 1 << 20,
+            max_message: 1 << 20,
+        })
+    }
+
+    /// Feeds `pieces` one after the other, keeping untaken bytes like the event loop does.
+    fn feed(ctx: &mut WsContext, pieces: &[&[u8]]) -> Result<Vec<Incoming>, ProtocolError> {
+        let mut events = Vec::new();
+        let mut pending: Vec<u8> = Vec::new();
+        for piece in pieces {
+            pending.extend_from_slice(piece);
+            let mut pos = 0;
+            loop {
+                let (n, ev) = ctx.read(&pending[pos..])?;
+                pos += n;
+                match ev {
+                    Some(ev) => events.push(ev),
+                    None => break,
+                }
+            }
+            pending.drain(..pos);
+        }
+        assert!(
+            pending.len() <= 14,
+            "only a partial header may be left over"
+        );
+        Ok(events)
+    }
+
+    fn text(s: &str) -> Incoming {
+        Incoming::Text(s.to_owned())
+    }
+
+    #[test]
+    fn single_frames_of_every_kind() {
+        let mut c = ctx();
+        let mut wire = encode_client_frame(true, OpCode::Text, b"hi", KEY);
+        wire.extend(encode_client_frame(true, OpCode::Binary, &[0, 1, 2], KEY));
+        wire.extend(encode_client_frame(true, OpCode::Ping, b"p", KEY));
+        wire.extend(encode_client_frame(true, OpCode::Pong, b"", KEY));
+        wire.extend(encode_client_frame(true, OpCode::Text, b"", KEY));
+        wire.extend(encode_client_frame(
+            true,
+            OpCode::Close,
+            &[0x03, 0xe8, b'b'],
+            KEY,
+        ));
+        wire.extend(encode_client_frame(true, OpCode::Text, b"after close", KEY));
+        let events = feed(&mut c, &[&wire]).unwrap();
+        assert_eq!(
+            events,
+            vec![
+                text("hi"),
+                Incoming::Binary(vec![0, 1, 2]),
+                Incoming::Ping(b"p".to_vec()),
+                Incoming::Pong(vec![]),
+                text(""),
+                Incoming::Close(Some((CloseCode::NORMAL, "b".into()))),
+            ]
+        );
+        assert!(c.close_received());
+    }
+
+    /// A fragmented text message with a ping between fragments, a multi-byte character cut by
+    /// a fragment boundary, then a binary message.
+    fn fragmented_wire() -> (Vec<u8>, Vec<Incoming>) {
+        let msg = "héllo wörld, κόσμε 𝄞!";
+        let bytes = msg.as_bytes();
+        let mut wire = encode_client_frame(false, OpCode::Text, &bytes[..2], KEY); // "h" + half of é
+        wire.extend(encode_client_frame(true, OpCode::Ping, b"in between", KEY));
+        wire.extend(encode_client_frame(
+            false,
+            OpCode::Continuation,
+            &bytes[2..20],
+            KEY,
+        ));
+        wire.extend(encode_client_frame(false, OpCode::Continuation, &[], KEY));
+        wire.extend(encode_client_frame(
+            true,
+            OpCode::Continuation,
+            &bytes[20..],
+            KEY,
+        ));
+        wire.extend(encode_client_frame(true, OpCode::Binary, &[7; 300], KEY));
+        let expect = vec![
+            Incoming::Ping(b"in between".to_vec()),
+            text(msg),
+            Incoming::Binary(vec![7; 300]),
+        ];
+        (wire, expect)
+    }
+
+    #[test]
+    fn message_split_at_every_byte_boundary() {
+        let (wire, expect) = fragmented_wire();
+        for i in 0..=wire.len() {
+            let mut c = ctx();
+            assert_eq!(
+                feed(&mut c, &[&wire[..i], &wire[i..]]).unwrap(),
+                expect,
+                "split {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn message_fed_one_byte_at_a_time() {
+        let (wire, expect) = fragmented_wire();
+        let mut c = ctx();
+        let pieces: Vec<&[u8]> = wire.chunks(1).collect();
+        assert_eq!(feed(&mut c, &pieces).unwrap(), expect);
+    }
+
+    fn code_of(wire: &[u8], c: &mut WsContext) -> u16 {
+        feed(c, &[wire]).expect_err("should fail").code.0
+    }
+
+    #[test]
+    fn fragmentation_errors_are_1002() {
+        let mut wire = encode_client_frame(true, OpCode::Continuation, b"x", KEY);
+        assert_eq!(code_of(&wire, &mut ctx()), 1002);
+        wire = encode_client_frame(false, OpCode::Text, b"a", KEY);
+        wire.extend(encode_client_frame(true, OpCode::Text, b"b", KEY));
+        assert_eq!(code_of(&wire, &mut ctx()), 1002);
+    }
+
+    #[test]
+    fn header_rejections_carry_their_close_codes() {
+        let mut unmasked = encode_client_frame(true, OpCode::Text, b"x", KEY);
+        unmasked[1] &= 0x7f;
+        assert_eq!(code_of(&unmasked, &mut ctx()), 1002);
+        let mut rsv = encode_client_frame(true, OpCode::Text, b"x", KEY);
+        rsv[0] |= 0x40;
+        assert_eq!(code_of(&rsv, &mut ctx()), 1002);
+        let mut op = encode_client_frame(true, OpCode::Text, b"x", KEY);
+        op[0] = 0x83;
+        assert_eq!(code_of(&op, &mut ctx()), 1002);
+        let big_ping = encode_client_frame(true, OpCode::Ping, &[0; 126], KEY);
+        assert_eq!(code_of(&big_ping, &mut ctx()), 1002);
+        let frag_ping = encode_client_frame(false, OpCode::Ping, b"", KEY);
+        assert_eq!(code_of(&frag_ping, &mut ctx()), 1002);
+    }
+
+    #[test]
+    fn size_limits_are_1009() {
+        let limits = Limits {
+            max_frame: 100,
+            max_message: 150,
+        };
+        let big_frame = encode_client_frame(true, OpCode::Binary, &[0; 101], KEY);
+        assert_eq!(code_of(&big_frame, &mut WsContext::new(limits)), 1009);
+        let mut big_msg = encode_client_frame(false, OpCode::Binary, &[0; 100], KEY);
+        big_msg.extend(encode_client_frame(
+            true,
+            OpCode::Continuation,
+            &[0; 51],
+            KEY,
+        ));
+        assert_eq!(code_of(&big_msg, &mut WsContext::new(limits)), 1009);
+        // Exactly at the limit is fine.
+        let mut ok = encode_client_frame(false, OpCode::Binary, &[0; 100], KEY);
+        ok.extend(encode_client_frame(
+            true,
+            OpCode::Continuation,
+            &[0; 50],
+            KEY,
+        ));
+        assert_eq!(feed(&mut WsContext::new(limits), &[&ok]).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn invalid_utf8_fails_fast_mid_frame_with_1007() {
+        // The frame claims 1000 bytes but only the first few, with a bad byte, have arrived.
+        let payload: Vec<u8> = [b"ok".as_slice(), &[0xff], &[b'a'; 997]].concat();
+        let wire = encode_client_frame(true, OpCode::Text, &payload, KEY);
+        let mut c = ctx();
+        let err = c
+            .read(&wire[..8 + 3])
+            .expect_err("bad byte seen before the frame ends");
+        assert_eq!(err.code, CloseCode::INVALID_PAYLOAD);
+    }
+
+    #[test]
+    fn utf8_split_mid_sequence_across_fragments() {
+        let euro = "€".as_bytes(); // e2 82 ac
+        let mut wire = encode_client_frame(false, OpCode::Text, &euro[..1], KEY);
+        wire.extend(encode_client_frame(
+            false,
+            OpCode::Continuation,
+            &euro[1..2],
+            KEY,
+        ));
+        wire.extend(encode_client_frame(
+            true,
+            OpCode::Continuation,
+            &euro[2..],
+            KEY,
+        ));
+        assert_eq!(feed(&mut ctx(), &[&wire]).unwrap(), vec![text("€")]);
+        // A message that ends in the middle of a code point is invalid.
+        let cut = encode_client_frame(true, OpCode::Text, &euro[..2], KEY);
+        assert_eq!(code_of(&cut, &mut ctx()), 1007);
+        // A bad continuation byte in the next fragment is caught.
+        let mut bad = encode_client_frame(false, OpCode::Text, &euro[..1], KEY);
+        bad.extend(encode_client_frame(true, OpCode::Continuation, b"x", KEY));
+        assert_eq!(code_of(&bad, &mut ctx()), 1007);
+    }
+
+    #[test]
+    fn close_payload_checks() {
+        let one_byte = encode_client_frame(true, OpCode::Close, &[3], KEY);
+        assert_eq!(code_of(&one_byte, &mut ctx()), 1002);
+        let bad_code = encode_client_frame(true, OpCode::Close, &[0x03, 0xed], KEY);
+        assert_eq!(code_of(&bad_code, &mut ctx()), 1002);
+        let bad_reason = encode_client_frame(true, OpCode::Close, &[0x03, 0xe8, 0xc0], KEY);
+        assert_eq!(code_of(&bad_reason, &mut ctx()), 1007);
+        let empty = encode_client_frame(true, OpCode::Close, &[], KEY);
+        assert_eq!(
+            feed(&mut ctx(), &[&empty]).unwrap(),
+            vec![Incoming::Close(None)]
+        );
+    }
+
+    #[test]
+    fn binary_is_not_utf8_checked() {
+        let wire = encode_client_frame(true, OpCode::Binary, &[0xff, 0xfe], KEY);
+        assert_eq!(
+            feed(&mut ctx(), &[&wire]).unwrap(),
+            vec![Incoming::Binary(vec![0xff, 0xfe])]
+        );
+    }
+}

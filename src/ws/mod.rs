@@ -1,0 +1,22 @@
+//! The WebSocket protocol (RFC 6455), sans-IO: nothing in here touches a socket.
+//!
+//! - [`handshake`]: the HTTP/1.1 upgrade request, the `Sec-WebSocket-Accept` key, the 101 and error
+//!   responses.
+//! - [`frame`]: frame headers (every length form), opcodes, encoding of outgoing frames.
+//! - [`mask`]: the XOR masking of client payloads.
+//! - [`utf8`]: incremental UTF-8 validation that fails on the first bad byte.
+//! - [`close`]: close codes and close-frame payloads.
+//! - [`context`]: the per-connection read state machine that turns bytes into messages.
+//!
+//! Every function here works on byte slices, so every edge case is a unit test with no socket.
+
+pub mod close;
+pub mod context;
+pub mod frame;
+pub mod handshake;
+pub mod mask;
+pub mod utf8;
+
+pub use close::CloseCode;
+pub use context::{Incoming, Limits, ProtocolError, WsContext};
+pub use frame::{FrameHeader, OpCode};
