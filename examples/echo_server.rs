@@ -1,0 +1,46 @@
+//! A WebSocket echo server on tickwire's engine, for the Autobahn conformance suite.
+//!
+//! Usage: `cargo run --release --example echo_server -- [ADDR] [MAX_MESSAGE_BYTES]`
+//! (defaults `127.0.0.1:9001` and 16 MiB). Port 0 picks a free port. The first line on stdout is
+//! `listening on ws://HOST:PORT`. Runs until killed.
+
+use std::io::Write;
+use std::net::SocketAddr;
+
+use tickwire::server::{echo::Echo, Limits, Server, ServerConfig};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let addr: SocketAddr = match args.next().as_deref().unwrap_or("127.0.0.1:9001").parse() {
+        Ok(a) => a,
+        Err(e) => exit(&format!("ADDR must be host:port: {e}")),
+    };
+    let max_message: usize = match args.next().as_deref().unwrap_or("16777216").parse() {
+        Ok(n) => n,
+        Err(e) => exit(&format!("MAX_MESSAGE_BYTES must be a number: {e}")),
+    };
+    let config = ServerConfig {
+        limits: Limits {
+            max_frame: max_message as u64,
+            max_message,
+        },
+        // An echo server holds a whole message on the way back out.
+        read_pause_bytes: max_message.max(256 * 1024),
+        max_outbound_bytes: max_message.saturating_mul(4).max(4 * 1024 * 1024),
+        ..ServerConfig::default()
+    };
+    let server = match Server::start(config, &[addr], |_| Echo) {
+        Ok(s) => s,
+        Err(e) => exit(&format!("cannot listen on {addr}: {e}")),
+    };
+    println!("listening on ws://{}", server.local_addrs()[0]);
+    let _ = std::io::stdout().flush();
+    loop {
+        std::thread::park();
+    }
+}
+
+fn exit(msg: &str) -> ! {
+    eprintln!("echo_server: {msg}");
+    std::process::exit(2);
+}

@@ -1,0 +1,194 @@
+//! A connection's outbound queue: encoded frames waiting for the socket, written with `writev`.
+//!
+//! Frames published to many connections are shared by refcount ([`Frame`]); frames for one
+//! connection (echoes, pongs, HTTP responses) are owned. An empty queue holds no heap memory, so
+//! an idle connection costs nothing here.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+use std::sync::Arc;
+
+/// An encoded frame, shared by every connection it is queued on.
+pub type Frame = Arc<[u8]>;
+
+/// How many buffers one `writev` call gets; more rarely helps and costs stack.
+const MAX_IOVECS: usize = 64;
+
+#[derive(Debug)]
+enum Chunk {
+    Shared(Frame),
+    Owned(Vec<u8>),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Shared(f) => f,
+            Chunk::Owned(v) => v,
+        }
+    }
+}
+
+/// Bytes waiting to be written to one socket, in order.
+#[derive(Debug, Default)]
+pub(crate) struct OutQueue {
+    chunks: VecDeque<Chunk>,
+    /// How much of the front chunk has already been written.
+    head_written: usize,
+    /// Bytes waiting, over all chunks, minus `head_written`.
+    bytes: usize,
+}
+
+impl OutQueue {
+    pub fn push_shared(&mut self, frame: Frame) {
+        self.bytes += frame.len();
+        self.chunks.push_back(Chunk::Shared(frame));
+    }
+
+    pub fn push_owned(&mut self, bytes: Vec<u8>) {
+        self.bytes += bytes.len();
+        self.chunks.push_back(Chunk::Owned(bytes));
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Bytes still waiting to be written.
+    pub fn len_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Drops everything not yet started, keeping a half-written frame so the stream stays valid.
+    pub fn discard_unstarted(&mut self) {
+        let keep = usize::from(self.head_written > 0);
+        while self.chunks.len() > keep {
+            if let Some(c) = self.chunks.pop_back() {
+                self.bytes -= c.bytes().len();
+            }
+        }
+    }
+
+    /// Writes as much as the socket takes, many chunks per `writev`. Returns `Ok(true)` when the
+    /// queue is empty, `Ok(false)` when the socket would block first.
+    pub fn write_to<W: Write>(&mut self, w: &mut W) -> io::Result<bool> {
+        while !self.chunks.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut n = 0;
+            for (i, chunk) in self.chunks.iter().take(MAX_IOVECS).enumerate() {
+                let bytes = chunk.bytes();
+                slices[i] = IoSlice::new(if i == 0 {
+                    &bytes[self.head_written..]
+                } else {
+                    bytes
+                });
+                n += 1;
+            }
+            match w.write_vectored(&slices[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => self.advance(written),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.chunks.capacity() > 32 {
+            // Give back the ring buffer a burst left behind.
+            self.chunks = VecDeque::new();
+        }
+        Ok(true)
+    }
+
+    fn advance(&mut self, mut written: usize) {
+        self.bytes -= written;
+        while written > 0 {
+            let Some(front) = self.chunks.front() else {
+                return;
+            };
+            let left = front.bytes().len() - self.head_written;
+            if written >= left {
+                written -= left;
+                self.head_written = 0;
+                self.chunks.pop_front();
+            } else {
+                self.head_written += written;
+                written = 0;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that takes at most `cap` bytes per call, then blocks after `calls` calls.
+    struct Trickle {
+        out: Vec<u8>,
+        cap: usize,
+        calls: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.write_vectored(&[IoSlice::new(buf)])
+        }
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            if self.calls == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.calls -= 1;
+            let mut taken = 0;
+            for b in bufs {
+                let n = b.len().min(self.cap - taken);
+                self.out.extend_from_slice(&b[..n]);
+                taken += n;
+            }
+            Ok(taken)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn partial_writes_resume_where_they_stopped() {
+        let mut q = OutQueue::default();
+        let shared: Frame = Arc::from(&b"shared-frame"[..]);
+        q.push_owned(b"hello ".to_vec());
+        q.push_shared(shared.clone());
+        q.push_owned(b" end".to_vec());
+        assert_eq!(q.len_bytes(), 22);
+        let mut w = Trickle {
+            out: Vec::new(),
+            cap: 5,
+            calls: 2,
+        };
+        assert!(!q.write_to(&mut w).unwrap());
+        assert_eq!(q.len_bytes(), 12);
+        w.calls = 100;
+        assert!(q.write_to(&mut w).unwrap());
+        assert_eq!(w.out, b"hello shared-frame end");
+        assert_eq!(q.len_bytes(), 0);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn discard_keeps_the_half_written_frame() {
+        let mut q = OutQueue::default();
+        q.push_owned(vec![1; 10]);
+        q.push_owned(vec![2; 10]);
+        let mut w = Trickle {
+            out: Vec::new(),
+            cap: 4,
+            calls: 1,
+        };
+        assert!(!q.write_to(&mut w).unwrap());
+        q.discard_unstarted();
+        assert_eq!(q.len_bytes(), 6);
+        w.calls = 10;
+        assert!(q.write_to(&mut w).unwrap());
+        assert_eq!(w.out, vec![1; 10]);
+    }
+}
