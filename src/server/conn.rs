@@ -1,11 +1,12 @@
 //! One client connection as the event loop sees it: the socket, where it is in its life, the
 //! bytes it still owes us and the bytes we still owe it.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use mio::net::TcpStream;
 
-use super::outbound::OutQueue;
+use super::outbound::{Frame, OutQueue};
 use crate::ws::WsContext;
 
 /// Where a connection is in its life.
@@ -42,6 +43,11 @@ pub(crate) struct Conn {
     /// The WebSocket read state; default (and heap-free) until the upgrade.
     pub ws: WsContext,
     pub out: OutQueue,
+    /// Keyed frames held back while the connection is behind: the latest per key. `None` (no
+    /// memory) while the connection keeps up.
+    pub conflated: Option<Box<Conflated>>,
+    /// The last time output made progress (or the queue was empty), for the stall timeout.
+    pub last_progress: Instant,
     /// When the current phase must end: handshake, close or linger timeout.
     pub deadline: Option<Instant>,
     /// The last time the peer sent anything, for pings and the pong timeout.
@@ -64,6 +70,8 @@ impl Conn {
             inbuf: Vec::new(),
             ws: WsContext::default(),
             out: OutQueue::default(),
+            conflated: None,
+            last_progress: now,
             deadline: Some(deadline),
             last_heard: now,
             ping_sent: false,
@@ -73,8 +81,20 @@ impl Conn {
         }
     }
 
+    /// Bytes waiting to be written, held back ones included.
+    pub fn pending_bytes(&self) -> usize {
+        self.out.len_bytes() + self.conflated.as_ref().map_or(0, |c| c.bytes)
+    }
+
     /// Whether the handler may still send to it.
     pub fn is_open(&self) -> bool {
         matches!(self.phase, Phase::Open)
     }
+}
+
+/// The latest frame per key, waiting for the queue to drain.
+#[derive(Debug, Default)]
+pub(crate) struct Conflated {
+    pub frames: HashMap<u64, Frame>,
+    pub bytes: usize,
 }

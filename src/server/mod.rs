@@ -50,8 +50,13 @@ pub struct ServerConfig {
     /// Bytes a connection may have waiting to be written before the engine stops reading from it
     /// (backpressure: a client that does not read cannot make the server buffer its echoes).
     pub read_pause_bytes: usize,
+    /// Bytes waiting past which frames sent with a key ([`Outbox::send_keyed`]) are conflated:
+    /// a newer frame with the same key replaces the older one still waiting.
+    pub conflate_above_bytes: usize,
     /// Bytes a connection may have waiting; past it the connection is closed with 1008.
     pub max_outbound_bytes: usize,
+    /// How long output may wait with no byte written before the connection is closed with 1008.
+    pub max_stall: Duration,
 }
 
 impl Default for ServerConfig {
@@ -66,7 +71,9 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             max_request_body: 8 * 1024 * 1024,
             read_pause_bytes: 256 * 1024,
+            conflate_above_bytes: 256 * 1024,
             max_outbound_bytes: 4 * 1024 * 1024,
+            max_stall: Duration::from_secs(30),
         }
     }
 }
@@ -86,8 +93,12 @@ pub enum Message {
 /// What to do with a request, decided by the handler.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// Upgrade to WebSocket, answering with this subprotocol (one the client offered) if any.
-    WebSocket { protocol: Option<String> },
+    /// Upgrade to WebSocket, answering with this subprotocol (one the client offered) if any,
+    /// with these size limits for what the client sends (`None`: the server's).
+    WebSocket {
+        protocol: Option<String>,
+        limits: Option<Limits>,
+    },
     /// Answer with this response and close the connection.
     Http(HttpResponse),
 }
@@ -144,7 +155,10 @@ pub trait Handler: Send + 'static {
     /// The default upgrades every request without a subprotocol.
     fn on_request(&mut self, listener: usize, req: &Request, body: &[u8]) -> Route {
         let _ = (listener, req, body);
-        Route::WebSocket { protocol: None }
+        Route::WebSocket {
+            protocol: None,
+            limits: None,
+        }
     }
 
     /// The 101 has been queued: the connection is open.
@@ -216,6 +230,7 @@ struct EngineCounters {
     protocol_errors: AtomicU64,
     slow_consumers_closed: AtomicU64,
     pong_timeouts: AtomicU64,
+    frames_conflated: AtomicU64,
 }
 
 /// A snapshot of the engine's counters (all since start).
@@ -235,6 +250,8 @@ pub struct EngineStats {
     pub slow_consumers_closed: u64,
     /// Dropped for not answering pings.
     pub pong_timeouts: u64,
+    /// Keyed frames replaced by a newer one before they were written.
+    pub frames_conflated: u64,
 }
 
 /// The running server: where it listens, how to wake its workers, how to stop it.
@@ -333,6 +350,7 @@ impl Server {
             protocol_errors: get(&c.protocol_errors),
             slow_consumers_closed: get(&c.slow_consumers_closed),
             pong_timeouts: get(&c.pong_timeouts),
+            frames_conflated: get(&c.frames_conflated),
         }
     }
 

@@ -76,6 +76,42 @@ impl Outbox<'_> {
         true
     }
 
+    /// Queues a shared frame that a newer frame with the same key makes obsolete (the latest
+    /// quote of a topic). While the connection keeps up this is [`Outbox::send_frame`]; once more
+    /// than `conflate_above_bytes` wait, only the latest frame per key is kept until it drains.
+    pub fn send_keyed(&mut self, conn: ConnId, key: u64, frame: &Frame) -> bool {
+        if !self.core.is_open(conn.0) {
+            return false;
+        }
+        let soft = self.core.config.conflate_above_bytes;
+        let now = self.core.now;
+        let mut replaced = false;
+        self.core.with_conn(conn.0, |c| {
+            if c.conflated.is_none() && c.out.len_bytes() <= soft {
+                if c.out.len_bytes() == 0 {
+                    c.last_progress = now;
+                }
+                c.out.push_shared(frame.clone());
+                return;
+            }
+            let held = c.conflated.get_or_insert_with(Default::default);
+            held.bytes += frame.len();
+            if let Some(old) = held.frames.insert(key, frame.clone()) {
+                held.bytes -= old.len();
+                replaced = true;
+            }
+        });
+        if replaced {
+            self.core
+                .shared
+                .stats
+                .frames_conflated
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        self.core.after_push(conn.0);
+        true
+    }
+
     fn send_owned(&mut self, conn: ConnId, bytes: Vec<u8>) -> bool {
         if !self.core.is_open(conn.0) {
             return false;
@@ -120,7 +156,13 @@ impl Core {
     }
 
     fn push_owned(&mut self, id: usize, bytes: Vec<u8>) {
-        self.with_conn(id, |c| c.out.push_owned(bytes));
+        let now = self.now;
+        self.with_conn(id, |c| {
+            if c.out.len_bytes() == 0 {
+                c.last_progress = now;
+            }
+            c.out.push_owned(bytes)
+        });
         self.after_push(id);
     }
 
@@ -130,23 +172,26 @@ impl Core {
         let Some(c) = self.conns.get_mut(id) else {
             return;
         };
-        let queued = c.out.len_bytes();
+        let queued = c.pending_bytes();
         if queued > self.config.max_outbound_bytes && c.is_open() {
-            // The peer is not reading: what waits will never be wanted. Keep the stream valid,
-            // drop the rest, and say why.
-            c.out.discard_unstarted();
-            self.shared
-                .stats
-                .slow_consumers_closed
-                .fetch_add(1, Ordering::Relaxed);
-            self.close(
-                id,
-                CloseCode::POLICY,
-                "slow consumer: too much unread output",
-            );
-        } else if queued > self.config.read_pause_bytes {
+            self.close_slow(id, "slow consumer: too much unread output");
+        } else if c.out.len_bytes() > self.config.read_pause_bytes {
             c.read_paused = true;
         }
+    }
+
+    /// Closes a connection that does not read its output with 1008. What waits will never be
+    /// wanted: keep the stream valid (a half-written frame), drop the rest, and say why.
+    fn close_slow(&mut self, id: usize, reason: &str) {
+        self.with_conn(id, |c| {
+            c.out.discard_unstarted();
+            c.conflated = None;
+        });
+        self.shared
+            .stats
+            .slow_consumers_closed
+            .fetch_add(1, Ordering::Relaxed);
+        self.close(id, CloseCode::POLICY, reason);
     }
 
     /// The handler must no longer use this connection.
@@ -232,10 +277,25 @@ impl Core {
     /// Writes what is queued. Called at the end of a turn and on writable events.
     fn flush(&mut self, id: usize) {
         let pause_below = self.config.read_pause_bytes;
+        let release_below = self.config.conflate_above_bytes / 2;
         let Some(c) = self.conns.get_mut(id) else {
             return;
         };
-        match c.out.write_to(&mut c.socket) {
+        let before = c.out.len_bytes();
+        let mut result = c.out.write_to(&mut c.socket);
+        if c.out.len_bytes() < before {
+            c.last_progress = self.now;
+        }
+        // Caught up enough: the held-back latest frames go out now.
+        if matches!(result, Ok(_)) && c.out.len_bytes() <= release_below {
+            if let Some(held) = c.conflated.take() {
+                for frame in held.frames.into_values() {
+                    c.out.push_shared(frame);
+                }
+                result = c.out.write_to(&mut c.socket);
+            }
+        }
+        match result {
             Ok(done) => {
                 if done && matches!(c.phase, Phase::Draining) {
                     let _ = c.socket.shutdown(Shutdown::Write);
@@ -511,16 +571,21 @@ impl<H: Handler> Worker<H> {
             self.core.config.ping_interval,
             self.core.config.pong_timeout,
         );
+        let max_stall = self.core.config.max_stall;
         let mut too_slow = Vec::new();
         let mut dead = Vec::new();
         let mut to_ping = Vec::new();
+        let mut stalled = Vec::new();
         for (id, c) in self.core.conns.iter() {
             let expired = c.deadline.is_some_and(|d| now >= d);
             match c.phase {
                 Phase::Request if expired => too_slow.push(id),
                 Phase::Open => {
                     let quiet = now.saturating_duration_since(c.last_heard);
-                    if quiet >= dead_after {
+                    let waiting = c.pending_bytes() > 0;
+                    if waiting && now.saturating_duration_since(c.last_progress) >= max_stall {
+                        stalled.push(id);
+                    } else if quiet >= dead_after {
                         dead.push(id);
                     } else if quiet >= ping_after && !c.ping_sent {
                         to_ping.push(id);
@@ -544,6 +609,10 @@ impl<H: Handler> Worker<H> {
                 stats.pong_timeouts.fetch_add(1, Ordering::Relaxed);
             }
             self.core.remove(id);
+        }
+        for id in stalled {
+            self.core
+                .close_slow(id, "slow consumer: output not read in time");
         }
         for id in to_ping {
             self.core.with_conn(id, |c| c.ping_sent = true);
@@ -645,10 +714,10 @@ fn process_request<H: Handler>(core: &mut Core, handler: &mut H, id: usize, data
                 core.respond(id, resp.encode());
                 data.len()
             }
-            Route::WebSocket { protocol } => {
+            Route::WebSocket { protocol, limits } => {
                 // Only a protocol the client offered may be answered.
                 let protocol = protocol.filter(|p| req.offered_protocols().any(|o| o == p));
-                let limits = core.config.limits;
+                let limits = limits.unwrap_or(core.config.limits);
                 core.with_conn(id, |c| {
                     c.phase = Phase::Open;
                     c.deadline = None;
