@@ -1,5 +1,20 @@
 //! tickwire: a WebSocket pub/sub broker for live market data, also shipped as a C library.
 //!
+//! ```no_run
+//! let broker = tickwire::Broker::builder()
+//!     .listen("127.0.0.1:0".parse().unwrap())
+//!     .local_listen(None)
+//!     .start()
+//!     .expect("broker starts");
+//! let publisher = broker.publisher();
+//! let seq = publisher
+//!     .publish("quotes/AAPL", br#"{"bid":189.1,"ask":189.2}"#)
+//!     .expect("published");
+//! assert_eq!(seq, 1);
+//! println!("subscribers connect to ws://{}/ws", broker.public_addr());
+//! broker.shutdown();
+//! ```
+//!
 //! # Layout
 //!
 //! - [`ws`]: RFC 6455 without sockets: the upgrade handshake, the frame codec, message assembly,
@@ -7,6 +22,236 @@
 //! - [`server`]: the mio event loop workers that own the sockets: accepting, reading, writing with
 //!   `writev`, the closing handshake, timeouts and pings. It calls an application through the
 //!   [`server::Handler`] trait and knows nothing of topics.
+//! - [`broker`]: topics, subscriptions, the last-value cache, the publish queue, fan-out and the
+//!   local publish API: the application the server runs.
+//! - [`config`]: settings and their defaults.
+//! - `metrics`: counters and their Prometheus rendering.
+//! - `web`: the quote board page.
 
+pub mod broker;
+pub mod config;
+mod metrics;
 pub mod server;
+mod web;
 pub mod ws;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use broker::publisher::{BatchError, PublishError, Publisher};
+pub use config::Config;
+
+use broker::{BrokerShared, BrokerWorker};
+use server::{Server, ServerConfig};
+
+/// Why a broker could not start.
+#[derive(Debug)]
+pub enum Error {
+    /// A setting that cannot work (the message names it).
+    Config(String),
+    /// A listener could not be bound, or a worker could not start.
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Config(m) => write!(f, "invalid configuration: {m}"),
+            Error::Io { what, source } => write!(f, "{what}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            Error::Config(_) => None,
+        }
+    }
+}
+
+/// A snapshot of the broker's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Open connections.
+    pub connections: usize,
+    /// Publications accepted.
+    pub published: u64,
+    /// Publications refused (invalid, too large, queue full, shutting down).
+    pub publish_rejected: u64,
+    /// Live updates queued to subscribers.
+    pub deliveries: u64,
+    /// Topics with a last value.
+    pub topics: usize,
+    /// Subscriptions held by connected clients.
+    pub subscriptions: u64,
+    /// Updates replaced by newer ones before a slow subscriber read them.
+    pub conflated: u64,
+    /// Subscribers closed with 1008 for not reading.
+    pub slow_consumers_closed: u64,
+}
+
+/// A running broker: its listeners, workers and publish queues.
+pub struct Broker {
+    server: Option<Server>,
+    shared: Arc<BrokerShared>,
+}
+
+/// Builds a [`Config`] step by step; see [`Broker::builder`].
+#[derive(Debug, Clone, Default)]
+pub struct BrokerBuilder {
+    config: Config,
+}
+
+impl BrokerBuilder {
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.config.listen = addr;
+        self
+    }
+    pub fn local_listen(mut self, addr: Option<SocketAddr>) -> Self {
+        self.config.local_listen = addr;
+        self
+    }
+    pub fn workers(mut self, n: usize) -> Self {
+        self.config.workers = n;
+        self
+    }
+    pub fn publish_token(mut self, token: impl Into<String>) -> Self {
+        self.config.publish_token = Some(token.into());
+        self
+    }
+    /// Any other setting.
+    pub fn configure(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(&mut self.config);
+        self
+    }
+    pub fn start(self) -> Result<Broker, Error> {
+        Broker::start(self.config)
+    }
+}
+
+impl Broker {
+    /// A builder starting from the defaults (public `127.0.0.1:8080`, local `127.0.0.1:8081`).
+    pub fn builder() -> BrokerBuilder {
+        BrokerBuilder::default()
+    }
+
+    /// Checks the config, binds the listeners and starts the workers.
+    pub fn start(config: Config) -> Result<Broker, Error> {
+        config.validate().map_err(Error::Config)?;
+        let workers = config.worker_count();
+        let (hub, receivers) =
+            broker::publisher::Hub::new(workers, config.publish_queue, config.max_payload);
+        let shared = Arc::new(BrokerShared {
+            hub: Arc::new(hub),
+            config: config.clone(),
+            subscription_counts: Default::default(),
+            engine: Default::default(),
+        });
+        let engine_config = ServerConfig {
+            workers,
+            max_connections: config.max_connections,
+            handshake_timeout: config.handshake_timeout,
+            ping_interval: config.ping_interval,
+            pong_timeout: config.pong_timeout,
+            close_timeout: Duration::from_secs(5),
+            limits: server::Limits {
+                max_frame: config.max_client_message as u64,
+                max_message: config.max_client_message,
+            },
+            max_request_body: 8 * 1024 * 1024,
+            read_pause_bytes: config.outbound_soft_limit,
+            conflate_above_bytes: config.outbound_soft_limit,
+            max_outbound_bytes: config.outbound_hard_limit,
+            max_stall: config.slow_consumer_timeout,
+        };
+        let mut listeners = vec![config.listen];
+        listeners.extend(config.local_listen);
+        let mut receivers: Vec<_> = receivers.into_iter().map(Some).collect();
+        let server = Server::start(engine_config, &listeners, |i| {
+            let rx = receivers[i]
+                .take()
+                .unwrap_or_else(|| crossbeam_channel::never());
+            BrokerWorker::new(shared.clone(), i, rx)
+        })
+        .map_err(|source| Error::Io {
+            what: format!(
+                "cannot listen on {}",
+                listeners
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ),
+            source,
+        })?;
+        shared.hub.set_notifiers(server.notifiers());
+        let _ = shared.engine.set(server.stats_source());
+        Ok(Broker {
+            server: Some(server),
+            shared,
+        })
+    }
+
+    /// A handle to publish with, from any thread.
+    pub fn publisher(&self) -> Publisher {
+        self.shared.publisher()
+    }
+
+    /// Where subscribers connect (`ws://ADDR/ws`) and the page is served.
+    pub fn public_addr(&self) -> SocketAddr {
+        self.server
+            .as_ref()
+            .map_or(self.shared.config.listen, |s| s.local_addrs()[0])
+    }
+
+    /// Where the local publish API listens, if enabled.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        let server = self.server.as_ref()?;
+        server.local_addrs().get(1).copied()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    pub fn stats(&self) -> Stats {
+        let engine = self.server.as_ref().map(|s| s.stats()).unwrap_or_default();
+        let m = &self.shared.hub.metrics;
+        Stats {
+            connections: engine.connections,
+            published: m.published.load(Ordering::Relaxed),
+            publish_rejected: m.rejected_total(),
+            deliveries: m.deliveries.load(Ordering::Relaxed),
+            topics: self.shared.hub.cache.len(),
+            subscriptions: m.subscriptions.load(Ordering::Relaxed).max(0) as u64,
+            conflated: engine.frames_conflated,
+            slow_consumers_closed: engine.slow_consumers_closed,
+        }
+    }
+
+    /// Stops gracefully: refuses new publications, delivers the ones already accepted, sends
+    /// close 1001 to every client, and joins the worker threads (within the close timeout).
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.shared.hub.stop_publishing();
+        if let Some(server) = self.server.take() {
+            server.shutdown();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -9,7 +9,10 @@ pub const MAX_TOPIC_BYTES: usize = 256;
 pub fn validate_topic(topic: &str) -> Result<(), String> {
     validate_common(topic)?;
     if topic.contains(['+', '#']) {
-        return Err(format!("wildcards '+' and '#' are not allowed in a published topic: '{}'", shown(topic)));
+        return Err(format!(
+            "wildcards '+' and '#' are not allowed in a published topic: '{}'",
+            shown(topic)
+        ));
     }
     Ok(())
 }
@@ -80,7 +83,10 @@ fn validate_common(name: &str) -> Result<(), String> {
 
 /// A name made safe to quote in an error message (control characters escaped).
 fn shown(name: &str) -> String {
-    name.chars().flat_map(char::escape_debug).collect::<String>().replace("\\'", "'")
+    name.chars()
+        .flat_map(char::escape_debug)
+        .collect::<String>()
+        .replace("\\'", "'")
 }
 
 #[cfg(test)]
@@ -89,7 +95,14 @@ mod tests {
 
     #[test]
     fn good_topics() {
-        for t in ["quotes/AAPL", "trades/BRK.B", "quotes/7203.T", "a", "x/y/z", "ünï/cödé"] {
+        for t in [
+            "quotes/AAPL",
+            "trades/BRK.B",
+            "quotes/7203.T",
+            "a",
+            "x/y/z",
+            "ünï/cödé",
+        ] {
             assert_eq!(validate_topic(t), Ok(()), "{t}");
             assert_eq!(validate_pattern(t), Ok(()), "{t}");
         }

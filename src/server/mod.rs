@@ -339,19 +339,12 @@ impl Server {
 
     /// The engine's counters.
     pub fn stats(&self) -> EngineStats {
-        let c = &self.shared.stats;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        EngineStats {
-            connections: self.connection_count(),
-            connections_accepted: get(&c.connections_accepted),
-            connections_refused: get(&c.connections_refused),
-            handshake_errors: get(&c.handshake_errors),
-            handshake_timeouts: get(&c.handshake_timeouts),
-            protocol_errors: get(&c.protocol_errors),
-            slow_consumers_closed: get(&c.slow_consumers_closed),
-            pong_timeouts: get(&c.pong_timeouts),
-            frames_conflated: get(&c.frames_conflated),
-        }
+        self.stats_source().stats()
+    }
+
+    /// A handle that reads the engine's counters from any thread.
+    pub fn stats_source(&self) -> StatsSource {
+        StatsSource(self.shared.clone())
     }
 
     /// Stops accepting, sends close 1001 to every open WebSocket, waits up to the close timeout
@@ -374,6 +367,28 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Reads the engine's counters; cheap to clone, usable from any thread.
+#[derive(Debug, Clone)]
+pub struct StatsSource(Arc<Shared>);
+
+impl StatsSource {
+    pub fn stats(&self) -> EngineStats {
+        let c = &self.0.stats;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        EngineStats {
+            connections: self.0.connections.load(Ordering::Relaxed),
+            connections_accepted: get(&c.connections_accepted),
+            connections_refused: get(&c.connections_refused),
+            handshake_errors: get(&c.handshake_errors),
+            handshake_timeouts: get(&c.handshake_timeouts),
+            protocol_errors: get(&c.protocol_errors),
+            slow_consumers_closed: get(&c.slow_consumers_closed),
+            pong_timeouts: get(&c.pong_timeouts),
+            frames_conflated: get(&c.frames_conflated),
+        }
     }
 }
 

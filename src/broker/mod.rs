@@ -1,0 +1,421 @@
+//! The broker: topics, subscriptions, the last-value cache, fan-out and the local publish API.
+//! It is one [`Handler`] per worker; it knows connections only as [`ConnId`]s and never touches
+//! a socket.
+//!
+//! - [`topic`]: topic and pattern validation, MQTT matching.
+//! - [`index`]: a worker's subscriptions (hash for exact topics, trie for patterns).
+//! - [`cache`]: last value and sequence number per topic, sharded.
+//! - [`publisher`]: the publish path into the workers' bounded queues.
+//! - [`protocol`]: the client JSON protocol.
+//! - [`local_api`]: `POST /publish`, `/metrics`, `/healthz`, `/topics` on the local listener.
+
+pub(crate) mod cache;
+pub mod index;
+pub(crate) mod local_api;
+pub mod protocol;
+pub(crate) mod publisher;
+pub mod topic;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+
+use crossbeam_channel::Receiver;
+use parking_lot::Mutex;
+
+use crate::config::Config;
+use crate::server::{
+    ConnId, Handler, HttpResponse, Limits, Message, Outbox, Request, Route, StatsSource,
+};
+use index::SubscriptionIndex;
+use protocol::ClientError;
+use publisher::{Delivery, Hub, Publisher};
+
+/// The subprotocol a client may ask for.
+pub const SUBPROTOCOL: &str = "tickwire.v1";
+/// Listener numbers, in the order given to the engine.
+pub(crate) const PUBLIC: usize = 0;
+pub(crate) const LOCAL: usize = 1;
+/// Publications a worker fans out per loop turn before it looks at its sockets again.
+const DELIVERIES_PER_TURN: usize = 8192;
+
+/// What every worker of one broker shares, besides the publish hub.
+#[derive(Debug)]
+pub(crate) struct BrokerShared {
+    pub hub: Arc<Hub>,
+    pub config: Config,
+    /// Subscriptions per pattern across all connections, for `/topics`.
+    pub subscription_counts: Mutex<HashMap<Box<str>, usize>>,
+    /// The engine's counters, set once the engine runs.
+    pub engine: OnceLock<StatsSource>,
+}
+
+impl BrokerShared {
+    pub fn publisher(&self) -> Publisher {
+        Publisher {
+            hub: self.hub.clone(),
+        }
+    }
+
+    fn count_subscription(&self, pattern: &str, delta: isize) {
+        let mut counts = self.subscription_counts.lock();
+        let n = counts.entry(pattern.into()).or_insert(0);
+        *n = n.saturating_add_signed(delta);
+        if *n == 0 {
+            counts.remove(pattern);
+        }
+        drop(counts);
+        self.hub
+            .metrics
+            .subscriptions
+            .fetch_add(delta as i64, Ordering::Relaxed);
+    }
+}
+
+/// One connection as the broker sees it.
+#[derive(Debug)]
+enum Client {
+    Subscriber(Subscriber),
+    /// A streaming publisher on the local listener.
+    Publisher,
+}
+
+#[derive(Debug, Default)]
+struct Subscriber {
+    patterns: HashSet<Box<str>>,
+    /// Per topic id, the seq of the snapshot sent: queued live updates up to it are stale.
+    floors: HashMap<u64, u64>,
+    /// The last publication (worker-local number) delivered, to deliver once per connection.
+    stamp: u64,
+}
+
+/// The broker's handler on one worker.
+pub(crate) struct BrokerWorker {
+    shared: Arc<BrokerShared>,
+    worker: usize,
+    rx: Receiver<Delivery>,
+    index: SubscriptionIndex,
+    /// Indexed by `ConnId`.
+    clients: Vec<Option<Client>>,
+    stamp: u64,
+}
+
+impl BrokerWorker {
+    pub fn new(shared: Arc<BrokerShared>, worker: usize, rx: Receiver<Delivery>) -> Self {
+        BrokerWorker {
+            shared,
+            worker,
+            rx,
+            index: SubscriptionIndex::default(),
+            clients: Vec::new(),
+            stamp: 0,
+        }
+    }
+
+    fn client_limits(&self) -> Limits {
+        let max = self.shared.config.max_client_message;
+        Limits {
+            max_frame: max as u64,
+            max_message: max,
+        }
+    }
+
+    fn public_route(&self, req: &Request) -> Route {
+        let metrics = &self.shared.hub.metrics;
+        let answer = |resp: HttpResponse| {
+            metrics.http_error(resp.status);
+            Route::Http(resp)
+        };
+        match (req.method.as_str(), req.path()) {
+            ("GET", "/") => Route::Http(HttpResponse::new(
+                200,
+                "text/html; charset=utf-8",
+                crate::web::INDEX_HTML,
+            )),
+            ("GET", "/ws") => {
+                let allowed = &self.shared.config.allowed_origins;
+                if !allowed.is_empty() {
+                    let origin = req.header("origin").unwrap_or("");
+                    if !allowed.iter().any(|a| a == origin) {
+                        return answer(HttpResponse::text(
+                            403,
+                            &format!("origin '{origin}' is not allowed"),
+                        ));
+                    }
+                }
+                let protocol = req
+                    .offered_protocols()
+                    .any(|p| p == SUBPROTOCOL)
+                    .then(|| SUBPROTOCOL.to_owned());
+                Route::WebSocket {
+                    protocol,
+                    limits: Some(self.client_limits()),
+                }
+            }
+            (_, "/" | "/ws") => answer(
+                HttpResponse::text(405, "only GET is allowed here").with_header("Allow", "GET"),
+            ),
+            (_, path) => answer(HttpResponse::text(
+                404,
+                &format!("no such path '{path}': the page is at / and WebSockets at /ws"),
+            )),
+        }
+    }
+
+    fn set_client(&mut self, conn: ConnId, client: Option<Client>) {
+        if self.clients.len() <= conn.0 {
+            self.clients.resize_with(conn.0 + 1, || None);
+        }
+        self.clients[conn.0] = client;
+    }
+
+    fn send_error(&self, conn: ConnId, err: &ClientError, out: &mut Outbox<'_>) {
+        self.shared.hub.metrics.client_error(err.code);
+        out.send_text(conn, &protocol::error(err));
+    }
+
+    fn on_subscriber_message(&mut self, conn: ConnId, text: &str, out: &mut Outbox<'_>) {
+        let result = protocol::parse_request(text).and_then(|req| match req {
+            protocol::Request::Subscribe { topics, id } => self.subscribe(conn, topics, id, out),
+            protocol::Request::Unsubscribe { topics, id } => {
+                self.unsubscribe(conn, topics, id, out)
+            }
+            protocol::Request::Ping { id } => {
+                out.send_text(conn, &protocol::pong(id.as_deref()));
+                Ok(())
+            }
+        });
+        if let Err(e) = result {
+            self.send_error(conn, &e, out);
+        }
+    }
+
+    /// Subscribes to every pattern or none, answers `subscribed`, then sends the snapshots.
+    fn subscribe(
+        &mut self,
+        conn: ConnId,
+        patterns: Vec<String>,
+        id: Option<String>,
+        out: &mut Outbox<'_>,
+    ) -> Result<(), ClientError> {
+        for p in &patterns {
+            if let Err(msg) = topic::validate_pattern(p) {
+                return Err(ClientError::new("invalid_topic", msg, id));
+            }
+        }
+        let max = self.shared.config.max_subscriptions;
+        let Some(Some(Client::Subscriber(sub))) = self.clients.get_mut(conn.0) else {
+            return Ok(());
+        };
+        let new: HashSet<&str> = patterns
+            .iter()
+            .map(String::as_str)
+            .filter(|p| !sub.patterns.contains(*p))
+            .collect();
+        if sub.patterns.len() + new.len() > max {
+            return Err(ClientError::new(
+                "too_many_subscriptions",
+                format!(
+                    "this would make {} subscriptions; the limit per connection is {max}",
+                    sub.patterns.len() + new.len()
+                ),
+                id,
+            ));
+        }
+        for p in &new {
+            sub.patterns.insert((*p).into());
+            self.index.insert(p, conn);
+            self.shared.count_subscription(p, 1);
+        }
+        out.send_text(conn, &protocol::ack("subscribed", &patterns, id.as_deref()));
+        self.send_snapshots(conn, &patterns, out);
+        Ok(())
+    }
+
+    /// The last value of every topic the patterns match (bounded for wildcards), each once.
+    fn send_snapshots(&mut self, conn: ConnId, patterns: &[String], out: &mut Outbox<'_>) {
+        let hub = &self.shared.hub;
+        let limit = self.shared.config.max_snapshot_topics;
+        let mut entries = Vec::new();
+        for p in patterns {
+            if topic::is_wildcard(p) {
+                entries.extend(hub.cache.collect(|t| topic::matches(p, t), limit));
+            } else if let Some(e) = hub.cache.get(p) {
+                entries.push(e);
+            }
+        }
+        let Some(Some(Client::Subscriber(sub))) = self.clients.get_mut(conn.0) else {
+            return;
+        };
+        let mut seen = HashSet::new();
+        let mut buf = Vec::new();
+        for e in entries {
+            if !seen.insert(e.id) {
+                continue;
+            }
+            protocol::encode_msg_frame(&mut buf, &e.topic_json, e.seq, true, e.payload());
+            sub.floors.insert(e.id, e.seq);
+            out.send_keyed(conn, e.id, &Arc::from(&buf[..]));
+            hub.metrics.snapshots.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn unsubscribe(
+        &mut self,
+        conn: ConnId,
+        patterns: Vec<String>,
+        id: Option<String>,
+        out: &mut Outbox<'_>,
+    ) -> Result<(), ClientError> {
+        for p in &patterns {
+            if let Err(msg) = topic::validate_pattern(p) {
+                return Err(ClientError::new("invalid_topic", msg, id));
+            }
+        }
+        if let Some(Some(Client::Subscriber(sub))) = self.clients.get_mut(conn.0) {
+            for p in &patterns {
+                if sub.patterns.remove(p.as_str()) {
+                    self.index.remove(p, conn);
+                    self.shared.count_subscription(p, -1);
+                }
+            }
+        }
+        out.send_text(
+            conn,
+            &protocol::ack("unsubscribed", &patterns, id.as_deref()),
+        );
+        Ok(())
+    }
+
+    /// Queues one publication on every matching connection, once each.
+    fn fan_out(&mut self, d: &Delivery, out: &mut Outbox<'_>) -> u64 {
+        self.stamp += 1;
+        let stamp = self.stamp;
+        let clients = &mut self.clients;
+        let mut delivered = 0;
+        self.index.for_each_match(&d.topic, |conn| {
+            let Some(Some(Client::Subscriber(sub))) = clients.get_mut(conn.0) else {
+                return;
+            };
+            if sub.stamp == stamp {
+                return;
+            }
+            sub.stamp = stamp;
+            if !sub.floors.is_empty() {
+                if let Some(&floor) = sub.floors.get(&d.topic_id) {
+                    if d.seq <= floor {
+                        return; // already sent as the snapshot
+                    }
+                    sub.floors.remove(&d.topic_id);
+                }
+            }
+            if out.send_keyed(conn, d.topic_id, &d.frame) {
+                delivered += 1;
+            }
+        });
+        delivered
+    }
+
+    fn on_publisher_message(&mut self, conn: ConnId, text: &str, out: &mut Outbox<'_>) {
+        let publication = match protocol::parse_publication(text) {
+            Ok(p) => p,
+            Err((code, message)) => {
+                return self.send_error(conn, &ClientError::new(code, message, None), out);
+            }
+        };
+        let id = publication.id.map(|r| r.get().to_owned());
+        match self
+            .shared
+            .publisher()
+            .publish(&publication.topic, publication.data.get().as_bytes())
+        {
+            Ok(seq) => {
+                if let Some(id) = id {
+                    out.send_text(
+                        conn,
+                        &format!("{{\"type\":\"published\",\"seq\":{seq},\"id\":{id}}}"),
+                    );
+                }
+            }
+            Err(e) => self.send_error(conn, &ClientError::new(e.code(), e.to_string(), id), out),
+        }
+    }
+}
+
+impl Handler for BrokerWorker {
+    fn on_request(&mut self, listener: usize, req: &Request, body: &[u8]) -> Route {
+        if listener == PUBLIC {
+            self.public_route(req)
+        } else {
+            local_api::route(&self.shared, req, body)
+        }
+    }
+
+    fn on_open(&mut self, conn: ConnId, listener: usize, req: &Request, out: &mut Outbox<'_>) {
+        if listener == LOCAL {
+            self.set_client(conn, Some(Client::Publisher));
+            return;
+        }
+        self.set_client(conn, Some(Client::Subscriber(Subscriber::default())));
+        // `?subscribe=a,b` is answered as if sent as the first frame.
+        if let Some(topics) = req
+            .query()
+            .and_then(|q| local_api::query_param(q, "subscribe"))
+        {
+            let patterns: Vec<String> = topics
+                .split(',')
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if let Err(e) = self.subscribe(conn, patterns, None, out) {
+                self.send_error(conn, &e, out);
+            }
+        }
+    }
+
+    fn on_message(&mut self, conn: ConnId, msg: Message, out: &mut Outbox<'_>) {
+        let is_publisher = matches!(self.clients.get(conn.0), Some(Some(Client::Publisher)));
+        match msg {
+            Message::Text(text) if is_publisher => self.on_publisher_message(conn, &text, out),
+            Message::Text(text) => self.on_subscriber_message(conn, &text, out),
+            Message::Binary(_) => {
+                let e =
+                    ClientError::new("bad_request", "send JSON in text frames, not binary", None);
+                self.send_error(conn, &e, out);
+            }
+        }
+    }
+
+    fn on_close(&mut self, conn: ConnId) {
+        let client = self.clients.get_mut(conn.0).and_then(Option::take);
+        if let Some(Client::Subscriber(sub)) = client {
+            for p in &sub.patterns {
+                self.index.remove(p, conn);
+                self.shared.count_subscription(p, -1);
+            }
+        }
+    }
+
+    fn on_turn(&mut self, out: &mut Outbox<'_>) {
+        let mut taken = 0;
+        let mut delivered = 0;
+        while taken < DELIVERIES_PER_TURN {
+            let Ok(d) = self.rx.try_recv() else {
+                break;
+            };
+            taken += 1;
+            delivered += self.fan_out(&d, out);
+        }
+        let hub = &self.shared.hub;
+        hub.taken(self.worker, taken);
+        if delivered > 0 {
+            hub.metrics
+                .deliveries
+                .fetch_add(delivered, Ordering::Relaxed);
+        }
+    }
+
+    fn has_pending_work(&self) -> bool {
+        !self.rx.is_empty()
+    }
+}

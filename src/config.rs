@@ -1,0 +1,154 @@
+//! The broker's settings, their defaults (see DESIGN.md, "Defaults and limits"), and the checks
+//! done before anything starts.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything a broker can be told. Every field has a default ([`Config::default`]); the
+/// `tickwire` binary fills it from flags and a TOML file with the same names.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Public listener: the quote board page at `/` and WebSocket subscribers at `/ws`.
+    pub listen: SocketAddr,
+    /// Local listener: publishing, metrics, health, topics. `None` disables it.
+    pub local_listen: Option<SocketAddr>,
+    /// Worker threads; 0 means one per available core.
+    pub workers: usize,
+    pub max_connections: usize,
+    #[serde(with = "secs")]
+    pub handshake_timeout: Duration,
+    #[serde(with = "secs")]
+    pub ping_interval: Duration,
+    #[serde(with = "secs")]
+    pub pong_timeout: Duration,
+    /// Largest message a subscriber may send (its requests are small).
+    pub max_client_message: usize,
+    /// Largest published payload.
+    pub max_payload: usize,
+    /// Subscriptions one connection may hold.
+    pub max_subscriptions: usize,
+    /// Snapshots sent for one wildcard subscription at most.
+    pub max_snapshot_topics: usize,
+    /// Bytes waiting for a subscriber past which its updates are conflated.
+    pub outbound_soft_limit: usize,
+    /// Bytes waiting for a subscriber past which it is closed with 1008.
+    pub outbound_hard_limit: usize,
+    /// How long a subscriber's output may wait with nothing read before it is closed with 1008.
+    #[serde(with = "secs")]
+    pub slow_consumer_timeout: Duration,
+    /// Publications waiting per worker before publishing answers "queue full".
+    pub publish_queue: usize,
+    /// Bearer token required by the local listener, if set.
+    pub publish_token: Option<String>,
+    /// Origins allowed to open WebSockets on the public listener; empty allows any.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            local_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8081))),
+            workers: 0,
+            max_connections: 100_000,
+            handshake_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(30),
+            pong_timeout: Duration::from_secs(60),
+            max_client_message: 64 * 1024,
+            max_payload: 64 * 1024,
+            max_subscriptions: 1000,
+            max_snapshot_topics: 1000,
+            outbound_soft_limit: 256 * 1024,
+            outbound_hard_limit: 4 * 1024 * 1024,
+            slow_consumer_timeout: Duration::from_secs(30),
+            publish_queue: 65536,
+            publish_token: None,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Refuses settings that cannot work, with a message naming the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(local) = self.local_listen {
+            if !local.ip().is_loopback() && self.publish_token.as_deref().unwrap_or("").is_empty() {
+                return Err(format!(
+                    "local_listen {local} is not a loopback address: set publish_token so that \
+                     only holders of the token can publish"
+                ));
+            }
+        }
+        let positive = [
+            ("max_connections", self.max_connections),
+            ("max_client_message", self.max_client_message),
+            ("max_payload", self.max_payload),
+            ("max_subscriptions", self.max_subscriptions),
+            ("publish_queue", self.publish_queue),
+            ("outbound_hard_limit", self.outbound_hard_limit),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        if self.outbound_soft_limit >= self.outbound_hard_limit {
+            return Err(format!(
+                "outbound_soft_limit ({}) must be below outbound_hard_limit ({})",
+                self.outbound_soft_limit, self.outbound_hard_limit
+            ));
+        }
+        if self.pong_timeout <= self.ping_interval {
+            return Err("pong_timeout must be longer than ping_interval".to_owned());
+        }
+        Ok(())
+    }
+
+    /// Worker threads to start.
+    pub fn worker_count(&self) -> usize {
+        if self.workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.workers
+        }
+    }
+}
+
+/// Durations in config files are whole or fractional seconds.
+mod secs {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_the_design() {
+        let c = Config::default();
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.max_payload, 65536);
+        assert_eq!(c.publish_queue, 65536);
+    }
+
+    #[test]
+    fn a_public_local_listener_needs_a_token() {
+        let mut c = Config {
+            local_listen: Some("0.0.0.0:8081".parse().unwrap()),
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().contains("publish_token"));
+        c.publish_token = Some("secret".into());
+        assert_eq!(c.validate(), Ok(()));
+    }
+}

@@ -1,0 +1,224 @@
+//! The broker's counters and their Prometheus text rendering (`GET /metrics`).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use crate::server::EngineStats;
+
+/// Why a publication was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rejection {
+    InvalidTopic,
+    InvalidPayload,
+    PayloadTooLarge,
+    QueueFull,
+    ShuttingDown,
+}
+
+impl Rejection {
+    const ALL: [Rejection; 5] = [
+        Rejection::InvalidTopic,
+        Rejection::InvalidPayload,
+        Rejection::PayloadTooLarge,
+        Rejection::QueueFull,
+        Rejection::ShuttingDown,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Rejection::InvalidTopic => "invalid_topic",
+            Rejection::InvalidPayload => "invalid_payload",
+            Rejection::PayloadTooLarge => "payload_too_large",
+            Rejection::QueueFull => "queue_full",
+            Rejection::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// Error codes answered to subscribers (`{"type":"error","code":...}`).
+pub(crate) const CLIENT_ERROR_CODES: [&str; 9] = [
+    "bad_json",
+    "bad_request",
+    "unknown_op",
+    "invalid_topic",
+    "too_many_subscriptions",
+    "invalid_payload",
+    "payload_too_large",
+    "queue_full",
+    "shutting_down",
+];
+
+/// HTTP statuses the local and public listeners answer with errors.
+const HTTP_ERROR_STATUSES: [u16; 7] = [400, 401, 403, 404, 405, 413, 503];
+
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    pub published: AtomicU64,
+    rejected: [AtomicU64; 5],
+    /// Live frames queued to subscribers.
+    pub deliveries: AtomicU64,
+    pub snapshots: AtomicU64,
+    pub subscriptions: AtomicI64,
+    client_errors: [AtomicU64; CLIENT_ERROR_CODES.len()],
+    http_errors: [AtomicU64; HTTP_ERROR_STATUSES.len()],
+    /// Things that should never happen, counted instead of crashing.
+    pub internal_errors: AtomicU64,
+}
+
+impl Metrics {
+    pub fn rejected(&self, r: Rejection) {
+        let i = Rejection::ALL.iter().position(|&x| x == r).unwrap_or(0);
+        self.rejected[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    pub fn client_error(&self, code: &str) {
+        if let Some(i) = CLIENT_ERROR_CODES.iter().position(|&c| c == code) {
+            self.client_errors[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn http_error(&self, status: u16) {
+        if let Some(i) = HTTP_ERROR_STATUSES.iter().position(|&s| s == status) {
+            self.http_errors[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Renders everything in the Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self, engine: &EngineStats, topics: usize, queued: usize) -> String {
+        let mut out = String::with_capacity(4096);
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut one = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(out, "# HELP tickwire_{name} {help}\n# TYPE tickwire_{name} {kind}\ntickwire_{name} {value}");
+        };
+        one(
+            "connections",
+            "gauge",
+            "Open connections (subscribers, publishers, HTTP).",
+            engine.connections as u64,
+        );
+        one(
+            "connections_accepted_total",
+            "counter",
+            "Connections accepted.",
+            engine.connections_accepted,
+        );
+        one(
+            "connections_refused_total",
+            "counter",
+            "Connections refused at max_connections.",
+            engine.connections_refused,
+        );
+        one(
+            "handshake_errors_total",
+            "counter",
+            "Malformed HTTP requests and refused upgrades.",
+            engine.handshake_errors,
+        );
+        one(
+            "handshake_timeouts_total",
+            "counter",
+            "Requests not received within the handshake timeout.",
+            engine.handshake_timeouts,
+        );
+        one(
+            "protocol_errors_total",
+            "counter",
+            "Connections failed for breaking RFC 6455 (1002, 1007, 1009).",
+            engine.protocol_errors,
+        );
+        one(
+            "slow_consumers_closed_total",
+            "counter",
+            "Subscribers closed with 1008 for not reading.",
+            engine.slow_consumers_closed,
+        );
+        one(
+            "conflated_total",
+            "counter",
+            "Updates replaced by a newer one before a slow subscriber read them.",
+            engine.frames_conflated,
+        );
+        one(
+            "pong_timeouts_total",
+            "counter",
+            "Connections dropped for not answering pings.",
+            engine.pong_timeouts,
+        );
+        one(
+            "published_total",
+            "counter",
+            "Publications accepted.",
+            get(&self.published),
+        );
+        one(
+            "deliveries_total",
+            "counter",
+            "Live updates queued to subscribers.",
+            get(&self.deliveries),
+        );
+        one(
+            "snapshots_total",
+            "counter",
+            "Snapshots sent on subscribe.",
+            get(&self.snapshots),
+        );
+        one(
+            "topics",
+            "gauge",
+            "Topics with a last value.",
+            topics as u64,
+        );
+        one(
+            "subscriptions",
+            "gauge",
+            "Subscriptions held by connected clients.",
+            self.subscriptions.load(Ordering::Relaxed).max(0) as u64,
+        );
+        one(
+            "publish_queue_depth",
+            "gauge",
+            "Publications waiting in worker queues, summed.",
+            queued as u64,
+        );
+        one(
+            "internal_errors_total",
+            "counter",
+            "Internal errors (should stay 0).",
+            get(&self.internal_errors),
+        );
+
+        let _ = writeln!(out, "# HELP tickwire_publish_rejected_total Publications refused, by reason.\n# TYPE tickwire_publish_rejected_total counter");
+        for (r, a) in Rejection::ALL.iter().zip(&self.rejected) {
+            let _ = writeln!(
+                out,
+                "tickwire_publish_rejected_total{{reason=\"{}\"}} {}",
+                r.label(),
+                get(a)
+            );
+        }
+        let _ = writeln!(out, "# HELP tickwire_client_errors_total Error messages sent to WebSocket clients, by code.\n# TYPE tickwire_client_errors_total counter");
+        for (code, a) in CLIENT_ERROR_CODES.iter().zip(&self.client_errors) {
+            let _ = writeln!(
+                out,
+                "tickwire_client_errors_total{{code=\"{code}\"}} {}",
+                get(a)
+            );
+        }
+        let _ = writeln!(out, "# HELP tickwire_http_errors_total HTTP error responses, by status.\n# TYPE tickwire_http_errors_total counter");
+        for (status, a) in HTTP_ERROR_STATUSES.iter().zip(&self.http_errors) {
+            let _ = writeln!(
+                out,
+                "tickwire_http_errors_total{{status=\"{status}\"}} {}",
+                get(a)
+            );
+        }
+        out
+    }
+}
