@@ -26,10 +26,12 @@
 //!   local publish API: the application the server runs.
 //! - [`config`]: settings and their defaults.
 //! - `metrics`: counters and their Prometheus rendering.
+//! - [`demo`]: the synthetic feed behind `--demo`.
 //! - `web`: the quote board page.
 
 pub mod broker;
 pub mod config;
+pub mod demo;
 mod metrics;
 pub mod server;
 mod web;
@@ -175,9 +177,7 @@ impl Broker {
         listeners.extend(config.local_listen);
         let mut receivers: Vec<_> = receivers.into_iter().map(Some).collect();
         let server = Server::start(engine_config, &listeners, |i| {
-            let rx = receivers[i]
-                .take()
-                .unwrap_or_else(|| crossbeam_channel::never());
+            let rx = receivers[i].take().unwrap_or_else(crossbeam_channel::never);
             BrokerWorker::new(shared.clone(), i, rx)
         })
         .map_err(|source| Error::Io {

@@ -287,7 +287,7 @@ impl Core {
             c.last_progress = self.now;
         }
         // Caught up enough: the held-back latest frames go out now.
-        if matches!(result, Ok(_)) && c.out.len_bytes() <= release_below {
+        if result.is_ok() && c.out.len_bytes() <= release_below {
             if let Some(held) = c.conflated.take() {
                 for frame in held.frames.into_values() {
                     c.out.push_shared(frame);
