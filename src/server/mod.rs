@@ -199,8 +199,10 @@ pub struct Notifier {
 impl Notifier {
     /// Call after queueing work for this worker. Costs a syscall only if the worker may be asleep.
     pub fn notify(&self) {
-        // SeqCst pairs with the worker's store of `sleeping` followed by its `has_pending_work`
-        // check: either the worker sees the work, or we see it sleeping.
+        // The fence pairs with the worker's: its store of `sleeping` then its look at the queue,
+        // against our push to the queue then our look at `sleeping`. Either the worker sees the
+        // work, or we see it sleeping (the Dekker pattern).
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self.sleeping.load(Ordering::SeqCst) {
             let _ = self.waker.wake();
         }

@@ -392,6 +392,7 @@ impl<H: Handler> Worker<H> {
             let mut timeout = next_tick.saturating_duration_since(Instant::now());
             // Announce sleep, then look once more for work queued before the announcement.
             self.notifier.sleeping.store(true, Ordering::SeqCst);
+            std::sync::atomic::fence(Ordering::SeqCst);
             if !self.core.resume.is_empty()
                 || self.handler.has_pending_work()
                 || (shutdown_deadline.is_none() && self.core.shared.shutdown.load(Ordering::SeqCst))
