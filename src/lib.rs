@@ -27,11 +27,13 @@
 //! - [`config`]: settings and their defaults.
 //! - `metrics`: counters and their Prometheus rendering.
 //! - [`demo`]: the synthetic feed behind `--demo`.
+//! - [`ffi`]: the C API (`include/tickwire.h`).
 //! - `web`: the quote board page.
 
 pub mod broker;
 pub mod config;
 pub mod demo;
+pub mod ffi;
 mod metrics;
 pub mod server;
 mod web;
@@ -43,6 +45,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use broker::publisher::{BatchError, PublishError, Publisher};
+pub use broker::{ConnectionCallback, ConnectionEvent, Hooks};
 pub use config::Config;
 
 use broker::{BrokerShared, BrokerWorker};
@@ -109,6 +112,7 @@ pub struct Broker {
 #[derive(Debug, Clone, Default)]
 pub struct BrokerBuilder {
     config: Config,
+    hooks: Hooks,
 }
 
 impl BrokerBuilder {
@@ -133,8 +137,16 @@ impl BrokerBuilder {
         f(&mut self.config);
         self
     }
+    /// Runs `f` on every WebSocket client open and close (see [`Hooks::on_connection`]).
+    pub fn on_connection(
+        mut self,
+        f: impl Fn(ConnectionEvent, usize) + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.on_connection = Some(Arc::new(f));
+        self
+    }
     pub fn start(self) -> Result<Broker, Error> {
-        Broker::start(self.config)
+        Broker::start_with(self.config, self.hooks)
     }
 }
 
@@ -146,6 +158,11 @@ impl Broker {
 
     /// Checks the config, binds the listeners and starts the workers.
     pub fn start(config: Config) -> Result<Broker, Error> {
+        Self::start_with(config, Hooks::default())
+    }
+
+    /// [`Broker::start`] with callbacks.
+    pub fn start_with(config: Config, hooks: Hooks) -> Result<Broker, Error> {
         config.validate().map_err(Error::Config)?;
         let workers = config.worker_count();
         let (hub, receivers) =
@@ -155,6 +172,8 @@ impl Broker {
             config: config.clone(),
             subscription_counts: Default::default(),
             engine: Default::default(),
+            clients_open: Default::default(),
+            hooks,
         });
         let engine_config = ServerConfig {
             workers,

@@ -17,7 +17,7 @@ pub(crate) mod publisher;
 pub mod topic;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crossbeam_channel::Receiver;
@@ -48,12 +48,51 @@ pub(crate) struct BrokerShared {
     pub subscription_counts: Mutex<HashMap<Box<str>, usize>>,
     /// The engine's counters, set once the engine runs.
     pub engine: OnceLock<StatsSource>,
+    /// WebSocket clients (subscribers and streaming publishers) open now.
+    pub clients_open: AtomicUsize,
+    pub hooks: Hooks,
+}
+
+/// What happened to a WebSocket client connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionEvent {
+    Opened,
+    Closed,
+}
+
+/// Called with each event and the number of WebSocket clients open after it.
+pub type ConnectionCallback = Arc<dyn Fn(ConnectionEvent, usize) + Send + Sync>;
+
+/// Code the embedding application wants run on broker events.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Runs on the worker thread that owns the connection, right after it opened or closed: keep
+    /// it short, it delays that worker's other connections.
+    pub on_connection: Option<ConnectionCallback>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("on_connection", &self.on_connection.is_some())
+            .finish()
+    }
 }
 
 impl BrokerShared {
     pub fn publisher(&self) -> Publisher {
         Publisher {
             hub: self.hub.clone(),
+        }
+    }
+
+    fn connection_event(&self, event: ConnectionEvent) {
+        let open = match event {
+            ConnectionEvent::Opened => self.clients_open.fetch_add(1, Ordering::Relaxed) + 1,
+            ConnectionEvent::Closed => self.clients_open.fetch_sub(1, Ordering::Relaxed) - 1,
+        };
+        if let Some(f) = &self.hooks.on_connection {
+            f(event, open);
         }
     }
 
@@ -352,6 +391,7 @@ impl Handler for BrokerWorker {
     }
 
     fn on_open(&mut self, conn: ConnId, listener: usize, req: &Request, out: &mut Outbox<'_>) {
+        self.shared.connection_event(ConnectionEvent::Opened);
         if listener == LOCAL {
             self.set_client(conn, Some(Client::Publisher));
             return;
@@ -388,6 +428,9 @@ impl Handler for BrokerWorker {
 
     fn on_close(&mut self, conn: ConnId) {
         let client = self.clients.get_mut(conn.0).and_then(Option::take);
+        if client.is_some() {
+            self.shared.connection_event(ConnectionEvent::Closed);
+        }
         if let Some(Client::Subscriber(sub)) = client {
             for p in &sub.patterns {
                 self.index.remove(p, conn);
