@@ -98,3 +98,14 @@ pub(crate) struct Conflated {
     pub frames: HashMap<u64, Frame>,
     pub bytes: usize,
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_idle_connection_is_small() {
+        // Issue 7 asks for at most 1 KiB of server memory per idle connection; the struct is
+        // most of it (an idle connection holds no buffers).
+        let size = std::mem::size_of::<super::Conn>();
+        assert!(size <= 512, "Conn is {size} bytes");
+    }
+}
