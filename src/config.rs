@@ -45,6 +45,12 @@ pub struct Config {
     pub publish_token: Option<String>,
     /// Origins allowed to open WebSockets on the public listener; empty allows any.
     pub allowed_origins: Vec<String>,
+    /// Requests (subscribe, unsubscribe, ping) a subscriber may send per second; past it they
+    /// are refused with a `rate_limited` error, and at twice the rate it is closed with 1008.
+    pub max_requests_per_sec: u32,
+    /// WebSocket pings a client may send per second; past it they are not answered, and at
+    /// twice the rate it is closed with 1008.
+    pub max_pings_per_sec: u32,
 }
 
 impl Default for Config {
@@ -67,6 +73,8 @@ impl Default for Config {
             publish_queue: 65536,
             publish_token: None,
             allowed_origins: Vec::new(),
+            max_requests_per_sec: 100,
+            max_pings_per_sec: 20,
         }
     }
 }
@@ -89,6 +97,8 @@ impl Config {
             ("max_subscriptions", self.max_subscriptions),
             ("publish_queue", self.publish_queue),
             ("outbound_hard_limit", self.outbound_hard_limit),
+            ("max_requests_per_sec", self.max_requests_per_sec as usize),
+            ("max_pings_per_sec", self.max_pings_per_sec as usize),
         ];
         for (name, value) in positive {
             if value == 0 {

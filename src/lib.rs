@@ -191,6 +191,7 @@ impl Broker {
             conflate_above_bytes: config.outbound_soft_limit,
             max_outbound_bytes: config.outbound_hard_limit,
             max_stall: config.slow_consumer_timeout,
+            max_pings_per_sec: config.max_pings_per_sec,
         };
         let mut listeners = vec![config.listen];
         listeners.extend(config.local_listen);

@@ -66,6 +66,12 @@ struct Cli {
     /// Seconds a subscriber may leave its output unread before it is closed with 1008 [default: 30]
     #[arg(long, value_name = "SECS")]
     slow_consumer_timeout: Option<f64>,
+    /// Requests a subscriber may send per second (refused past it, closed at twice) [default: 100]
+    #[arg(long, value_name = "N")]
+    max_requests_per_sec: Option<u32>,
+    /// WebSocket pings a client may send per second (closed at twice) [default: 20]
+    #[arg(long, value_name = "N")]
+    max_pings_per_sec: Option<u32>,
     /// Seconds a client has to complete its handshake [default: 10]
     #[arg(long, value_name = "SECS")]
     handshake_timeout: Option<f64>,
@@ -183,7 +189,9 @@ fn build_config(cli: &Cli) -> Result<Config, String> {
         max_subscriptions,
         publish_queue,
         outbound_soft_limit,
-        outbound_hard_limit
+        outbound_hard_limit,
+        max_requests_per_sec,
+        max_pings_per_sec
     );
     if let Some(v) = cli.slow_consumer_timeout {
         c.slow_consumer_timeout = secs("slow-consumer-timeout", v)?;

@@ -36,7 +36,7 @@ impl Rejection {
 }
 
 /// Error codes answered to subscribers (`{"type":"error","code":...}`).
-pub(crate) const CLIENT_ERROR_CODES: [&str; 9] = [
+pub(crate) const CLIENT_ERROR_CODES: [&str; 10] = [
     "bad_json",
     "bad_request",
     "unknown_op",
@@ -46,6 +46,7 @@ pub(crate) const CLIENT_ERROR_CODES: [&str; 9] = [
     "payload_too_large",
     "queue_full",
     "shutting_down",
+    "rate_limited",
 ];
 
 /// HTTP statuses the local and public listeners answer with errors.

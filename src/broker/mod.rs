@@ -19,6 +19,7 @@ pub mod topic;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
@@ -119,8 +120,11 @@ enum Client {
     Publisher,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Subscriber {
+    /// Requests in the current one-second window, and when it began.
+    requests_in_window: u32,
+    window: Instant,
     patterns: HashSet<Box<str>>,
     /// Per topic id, the seq of the snapshot sent: queued live updates up to it are stale.
     floors: HashMap<u64, u64>,
@@ -213,7 +217,40 @@ impl BrokerWorker {
         out.send_text(conn, &protocol::error(err));
     }
 
+    /// Counts a request against the per-second limit: `Ok` to serve it, `Err` to refuse it
+    /// (with an error, or by closing a client that keeps flooding).
+    fn admit_request(&mut self, conn: ConnId, out: &mut Outbox<'_>) -> Result<(), ()> {
+        let limit = self.shared.config.max_requests_per_sec;
+        let Some(Some(Client::Subscriber(sub))) = self.clients.get_mut(conn.0) else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        if now.saturating_duration_since(sub.window) >= Duration::from_secs(1) {
+            sub.window = now;
+            sub.requests_in_window = 0;
+        }
+        sub.requests_in_window += 1;
+        let n = sub.requests_in_window;
+        if n <= limit {
+            return Ok(());
+        }
+        if n > limit.saturating_mul(2) {
+            out.close_abusive(conn, "request flood");
+        } else {
+            let e = ClientError::new(
+                "rate_limited",
+                format!("over {limit} requests per second: slow down"),
+                None,
+            );
+            self.send_error(conn, &e, out);
+        }
+        Err(())
+    }
+
     fn on_subscriber_message(&mut self, conn: ConnId, text: &str, out: &mut Outbox<'_>) {
+        if self.admit_request(conn, out).is_err() {
+            return;
+        }
         let result = protocol::parse_request(text).and_then(|req| match req {
             protocol::Request::Subscribe { topics, id } => self.subscribe(conn, topics, id, out),
             protocol::Request::Unsubscribe { topics, id } => {
@@ -396,7 +433,16 @@ impl Handler for BrokerWorker {
             self.set_client(conn, Some(Client::Publisher));
             return;
         }
-        self.set_client(conn, Some(Client::Subscriber(Subscriber::default())));
+        self.set_client(
+            conn,
+            Some(Client::Subscriber(Subscriber {
+                requests_in_window: 0,
+                window: Instant::now(),
+                patterns: HashSet::new(),
+                floors: HashMap::new(),
+                stamp: 0,
+            })),
+        );
         // `?subscribe=a,b` is answered as if sent as the first frame.
         if let Some(topics) = req
             .query()

@@ -53,6 +53,9 @@ pub(crate) struct Conn {
     /// The last time the peer sent anything, for pings and the pong timeout.
     pub last_heard: Instant,
     pub ping_sent: bool,
+    /// Pings received in the current one-second window, and when the window began.
+    pub pings_in_window: u32,
+    pub ping_window: Instant,
     /// The handler saw `on_open` and has not yet seen `on_close`.
     pub opened: bool,
     /// Reading is paused because too much output is waiting.
@@ -75,6 +78,8 @@ impl Conn {
             deadline: Some(deadline),
             last_heard: now,
             ping_sent: false,
+            pings_in_window: 0,
+            ping_window: now,
             opened: false,
             read_paused: false,
             touched: false,

@@ -57,6 +57,9 @@ pub struct ServerConfig {
     pub max_outbound_bytes: usize,
     /// How long output may wait with no byte written before the connection is closed with 1008.
     pub max_stall: Duration,
+    /// Pings a client may send per second; pings past it are not answered, and a client that
+    /// sends twice as many is closed with 1008.
+    pub max_pings_per_sec: u32,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +77,7 @@ impl Default for ServerConfig {
             conflate_above_bytes: 256 * 1024,
             max_outbound_bytes: 4 * 1024 * 1024,
             max_stall: Duration::from_secs(30),
+            max_pings_per_sec: 20,
         }
     }
 }
@@ -233,6 +237,7 @@ struct EngineCounters {
     slow_consumers_closed: AtomicU64,
     pong_timeouts: AtomicU64,
     frames_conflated: AtomicU64,
+    abuse_closed: AtomicU64,
 }
 
 /// A snapshot of the engine's counters (all since start).
@@ -254,6 +259,8 @@ pub struct EngineStats {
     pub pong_timeouts: u64,
     /// Keyed frames replaced by a newer one before they were written.
     pub frames_conflated: u64,
+    /// Closed with 1008 for flooding (pings, requests).
+    pub abuse_closed: u64,
 }
 
 /// The running server: where it listens, how to wake its workers, how to stop it.
@@ -390,6 +397,7 @@ impl StatsSource {
             slow_consumers_closed: get(&c.slow_consumers_closed),
             pong_timeouts: get(&c.pong_timeouts),
             frames_conflated: get(&c.frames_conflated),
+            abuse_closed: get(&c.abuse_closed),
         }
     }
 }

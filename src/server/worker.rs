@@ -125,6 +125,18 @@ impl Outbox<'_> {
         self.core.close(conn.0, code, reason);
     }
 
+    /// Closes a client that floods the server with 1008, counted as abuse.
+    pub fn close_abusive(&mut self, conn: ConnId, reason: &str) {
+        if self.core.is_open(conn.0) {
+            self.core
+                .shared
+                .stats
+                .abuse_closed
+                .fetch_add(1, Ordering::Relaxed);
+            self.core.close(conn.0, CloseCode::POLICY, reason);
+        }
+    }
+
     /// Bytes queued on the connection and not yet written, or `None` if it is gone.
     pub fn queued_bytes(&self, conn: ConnId) -> Option<usize> {
         self.core.conns.get(conn.0).map(|c| c.out.len_bytes())
@@ -822,7 +834,26 @@ fn dispatch<H: Handler>(core: &mut Core, handler: &mut H, id: usize, event: Inco
         // "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame in response ... with
         // identical Application data".
         Incoming::Ping(payload) if open => {
-            core.push_owned(id, encode_server_frame(OpCode::Pong, &payload));
+            let limit = core.config.max_pings_per_sec;
+            let now = core.now;
+            let mut count = 0;
+            core.with_conn(id, |c| {
+                if now.saturating_duration_since(c.ping_window) >= Duration::from_secs(1) {
+                    c.ping_window = now;
+                    c.pings_in_window = 0;
+                }
+                c.pings_in_window += 1;
+                count = c.pings_in_window;
+            });
+            if count <= limit {
+                core.push_owned(id, encode_server_frame(OpCode::Pong, &payload));
+            } else if count > limit.saturating_mul(2) {
+                core.shared
+                    .stats
+                    .abuse_closed
+                    .fetch_add(1, Ordering::Relaxed);
+                core.close(id, CloseCode::POLICY, "ping flood");
+            }
         }
         Incoming::Close(close) => core.on_peer_close(id, close),
         _ => {}
