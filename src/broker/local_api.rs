@@ -111,25 +111,10 @@ fn publish(shared: &BrokerShared, req: &Request, body: &[u8]) -> HttpResponse {
     let Ok(text) = std::str::from_utf8(body) else {
         return HttpResponse::json(400, error_json("bad_request", "body is not UTF-8", None));
     };
-    let mut lines = Vec::new();
-    let mut items = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match protocol::parse_publication(line) {
-            Ok(p) => {
-                if let Err(msg) = topic::validate_topic(&p.topic) {
-                    return HttpResponse::json(400, error_json("invalid_topic", &msg, Some(i + 1)));
-                }
-                lines.push(i + 1);
-                items.push((p.topic, p.data));
-            }
-            Err((code, msg)) => {
-                return HttpResponse::json(400, error_json(code, &msg, Some(i + 1)));
-            }
-        }
-    }
+    let items = match protocol::parse_batch(text) {
+        Ok(items) => items,
+        Err(e) => return HttpResponse::json(400, error_json(e.code, &e.message, Some(e.line))),
+    };
     if items.is_empty() {
         return HttpResponse::json(
             400,
@@ -142,7 +127,7 @@ fn publish(shared: &BrokerShared, req: &Request, body: &[u8]) -> HttpResponse {
     }
     let batch: Vec<(&str, &[u8])> = items
         .iter()
-        .map(|(t, d)| (t.as_str(), d.get().as_bytes()))
+        .map(|(_, p)| (p.topic.as_str(), p.data.get().as_bytes()))
         .collect();
     match publisher.publish_batch(&batch) {
         Ok(n) => HttpResponse::json(202, format!("{{\"published\":{n}}}\n")),
@@ -153,7 +138,7 @@ fn publish(shared: &BrokerShared, req: &Request, body: &[u8]) -> HttpResponse {
                     | PublishError::InvalidPayload(_)
                     | PublishError::PayloadTooLarge { .. }
             )
-            .then(|| lines[e.index]);
+            .then(|| items[e.index].0);
             publish_error(&e.error, line)
         }
     }

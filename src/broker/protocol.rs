@@ -234,6 +234,36 @@ pub fn parse_publication(text: &str) -> Result<Publication<'_>, (&'static str, S
     })
 }
 
+/// A line of an NDJSON batch that cannot be published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchLineError {
+    /// Counted from 1.
+    pub line: usize,
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Parses an NDJSON batch: one `{"topic":...,"data":...}` per line, blank lines skipped. Every
+/// line is checked (JSON shape and topic) before any is returned, so a batch is all or nothing.
+/// Returns the publications with the line each came from.
+pub fn parse_batch(text: &str) -> Result<Vec<(usize, Publication<'_>)>, BatchLineError> {
+    let mut items = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let fail = |code, message| BatchLineError {
+            line: i + 1,
+            code,
+            message,
+        };
+        let p = parse_publication(line).map_err(|(code, message)| fail(code, message))?;
+        super::topic::validate_topic(&p.topic).map_err(|m| fail("invalid_topic", m))?;
+        items.push((i + 1, p));
+    }
+    Ok(items)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,6 +357,18 @@ mod tests {
         assert!(std::str::from_utf8(&snap[2..])
             .unwrap()
             .contains(r#""seq":1,"snapshot":true,"data":2}"#));
+    }
+
+    #[test]
+    fn batches_report_the_first_bad_line() {
+        let ok = "{\"topic\":\"a/b\",\"data\":1}\n\n{\"topic\":\"a/c\",\"data\":[2]}\n";
+        let items = parse_batch(ok).unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!((items[0].0, items[1].0), (1, 3));
+        let bad = "{\"topic\":\"a/b\",\"data\":1}\n{\"topic\":\"a//c\",\"data\":1}\n{oops";
+        let e = parse_batch(bad).unwrap_err();
+        assert_eq!((e.line, e.code), (2, "invalid_topic"));
+        assert_eq!(parse_batch("x").unwrap_err().code, "bad_json");
     }
 
     #[test]
