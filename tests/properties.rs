@@ -1,0 +1,159 @@
+//! Properties of the sans-IO layers, checked on generated inputs: a frame stream decodes to the
+//! same messages however it is chunked, encode/decode round-trips, and the subscription trie
+//! agrees with the naive matcher.
+
+use proptest::prelude::*;
+use tickwire::broker::index::SubscriptionIndex;
+use tickwire::broker::topic;
+use tickwire::server::ConnId;
+use tickwire::ws::frame::{encode_client_frame, parse_client_header, OpCode, Parsed};
+use tickwire::ws::{Incoming, Limits, WsContext};
+
+/// A message as a client might send it: text or binary, split into fragments, with pings between.
+#[derive(Debug, Clone)]
+struct Msg {
+    text: bool,
+    bytes: Vec<u8>,
+    cuts: Vec<usize>,
+    ping_after_first: bool,
+}
+
+fn msg() -> impl Strategy<Value = Msg> {
+    (
+        any::<bool>(),
+        "\\PC{0,40}",
+        prop::collection::vec(any::<u8>(), 0..300),
+        prop::collection::vec(0usize..300, 0..4),
+        any::<bool>(),
+    )
+        .prop_map(|(text, s, bin, mut cuts, ping)| {
+            let bytes = if text { s.into_bytes() } else { bin };
+            cuts.retain(|&c| c <= bytes.len());
+            cuts.sort_unstable();
+            Msg {
+                text,
+                bytes,
+                cuts,
+                ping_after_first: ping,
+            }
+        })
+}
+
+fn encode(msgs: &[Msg], key: [u8; 4]) -> (Vec<u8>, Vec<Incoming>) {
+    let mut wire = Vec::new();
+    let mut expect = Vec::new();
+    for m in msgs {
+        let mut bounds = vec![0];
+        bounds.extend(&m.cuts);
+        bounds.push(m.bytes.len());
+        let pieces: Vec<&[u8]> = bounds.windows(2).map(|w| &m.bytes[w[0]..w[1]]).collect();
+        for (i, piece) in pieces.iter().enumerate() {
+            let op = match (i, m.text) {
+                (0, true) => OpCode::Text,
+                (0, false) => OpCode::Binary,
+                _ => OpCode::Continuation,
+            };
+            wire.extend(encode_client_frame(i + 1 == pieces.len(), op, piece, key));
+            if i == 0 && m.ping_after_first && pieces.len() > 1 {
+                wire.extend(encode_client_frame(true, OpCode::Ping, b"p", key));
+                expect.push(Incoming::Ping(b"p".to_vec()));
+            }
+        }
+        expect.push(if m.text {
+            Incoming::Text(String::from_utf8(m.bytes.clone()).expect("generated as a string"))
+        } else {
+            Incoming::Binary(m.bytes.clone())
+        });
+    }
+    (wire, expect)
+}
+
+fn decode(chunks: &[&[u8]]) -> Vec<Incoming> {
+    let mut ctx = WsContext::new(Limits {
+        max_frame: 1 << 20,
+        max_message: 1 << 20,
+    });
+    let mut events = Vec::new();
+    let mut pending = Vec::new();
+    for chunk in chunks {
+        pending.extend_from_slice(chunk);
+        let mut pos = 0;
+        loop {
+            let (n, ev) = ctx.read(&pending[pos..]).expect("valid stream");
+            pos += n;
+            match ev {
+                Some(ev) => events.push(ev),
+                None => break,
+            }
+        }
+        pending.drain(..pos);
+    }
+    assert!(pending.is_empty(), "a whole stream leaves nothing behind");
+    events
+}
+
+proptest! {
+    #[test]
+    fn any_chunking_gives_the_same_messages(
+        msgs in prop::collection::vec(msg(), 1..5),
+        key in any::<[u8; 4]>(),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+    ) {
+        let (wire, expect) = encode(&msgs, key);
+        let mut points: Vec<usize> = cuts.iter().map(|c| c.index(wire.len() + 1)).collect();
+        points.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut prev = 0;
+        for p in points.into_iter().chain(std::iter::once(wire.len())) {
+            chunks.push(&wire[prev..p]);
+            prev = p;
+        }
+        prop_assert_eq!(decode(&chunks), expect);
+    }
+
+    #[test]
+    fn header_encode_decode_round_trip(
+        fin in any::<bool>(),
+        op in prop::sample::select(vec![OpCode::Text, OpCode::Binary, OpCode::Continuation]),
+        len in prop_oneof![0usize..130, 65530usize..65540, 70000usize..70010],
+        key in any::<[u8; 4]>(),
+    ) {
+        let payload = vec![0x5a; len];
+        let frame = encode_client_frame(fin, op, &payload, key);
+        match parse_client_header(&frame, u64::MAX >> 1) {
+            Ok(Parsed::Complete(h, n)) => {
+                prop_assert_eq!(h.fin, fin);
+                prop_assert_eq!(h.opcode, op);
+                prop_assert_eq!(h.payload_len, len as u64);
+                prop_assert_eq!(h.mask, Some(key));
+                prop_assert_eq!(n + len, frame.len());
+            }
+            other => prop_assert!(false, "unexpected {:?}", other),
+        }
+    }
+
+    #[test]
+    fn the_trie_agrees_with_the_naive_matcher(
+        patterns in prop::collection::vec("(a|b|\\+)(/(a|b|c|\\+))*(/#)?|#", 1..12),
+        topics in prop::collection::vec("(a|b|c)(/(a|b|c)){0,3}", 1..12),
+    ) {
+        let mut index = SubscriptionIndex::default();
+        for (i, p) in patterns.iter().enumerate() {
+            prop_assert!(topic::validate_pattern(p).is_ok(), "{}", p);
+            index.insert(p, ConnId(i));
+        }
+        for t in &topics {
+            let mut got = Vec::new();
+            index.for_each_match(t, |c| got.push(c.0));
+            got.sort_unstable();
+            let want: Vec<usize> = (0..patterns.len()).filter(|&i| topic::matches(&patterns[i], t)).collect();
+            prop_assert_eq!(got, want, "topic {}", t);
+        }
+        for (i, p) in patterns.iter().enumerate() {
+            index.remove(p, ConnId(i));
+        }
+        for t in &topics {
+            index.for_each_match(t, |c| panic!("{c:?} still matches {t} after removal"));
+        }
+    }
+}
