@@ -456,7 +456,14 @@ impl<H: Handler> Worker<H> {
             self.core.flush_touched();
             self.notify_closed();
             if let Some(deadline) = shutdown_deadline {
-                if self.core.conns.is_empty() || self.core.now >= deadline {
+                // Lingering connections have finished their closing handshake: they need not
+                // hold up the exit.
+                let all_done = self
+                    .core
+                    .conns
+                    .iter()
+                    .all(|(_, c)| matches!(c.phase, Phase::Lingering));
+                if all_done || self.core.now >= deadline {
                     break;
                 }
             }
