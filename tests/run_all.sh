@@ -18,3 +18,6 @@ cargo test --doc
 
 step "Autobahn TestSuite (kosoku) against examples/echo_server"
 tests/autobahn/run.sh
+
+step "fuzz targets, a short run of each (fuzz/run.sh 60 for the documented minute)"
+fuzz/run.sh 10
