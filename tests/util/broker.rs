@@ -1,0 +1,175 @@
+//! Helpers for broker tests: a broker on free ports, subscriber clients that speak JSON, and a
+//! tiny HTTP client for the local API.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tickwire::{Broker, Config};
+use tungstenite::Message;
+
+/// A broker on 127.0.0.1 free ports for both listeners, two workers, adjusted by `f`.
+pub fn start(f: impl FnOnce(&mut Config)) -> Broker {
+    Broker::builder()
+        .listen("127.0.0.1:0".parse().expect("addr"))
+        .local_listen(Some("127.0.0.1:0".parse().expect("addr")))
+        .workers(2)
+        .configure(f)
+        .start()
+        .expect("broker starts")
+}
+
+pub fn local(broker: &Broker) -> SocketAddr {
+    broker.local_addr().expect("local listener")
+}
+
+/// A subscriber connection.
+pub struct Sub {
+    pub ws: tungstenite::WebSocket<TcpStream>,
+}
+
+impl Sub {
+    pub fn connect(broker: &Broker, query: &str) -> Sub {
+        Self::connect_to(broker.public_addr(), &format!("/ws{query}"))
+    }
+
+    pub fn connect_to(addr: SocketAddr, path: &str) -> Sub {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let (ws, _) = tungstenite::client(format!("ws://{addr}{path}"), stream).expect("handshake");
+        Sub { ws }
+    }
+
+    pub fn send(&mut self, v: Value) {
+        self.ws.send(Message::Text(v.to_string())).expect("send");
+    }
+
+    /// The next JSON text message (pings skipped).
+    pub fn next(&mut self) -> Value {
+        loop {
+            match self.ws.read().expect("read a message") {
+                Message::Text(t) => return serde_json::from_str(&t).expect("server sends JSON"),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// The next message, or `None` if nothing arrives within `wait`.
+    pub fn next_within(&mut self, wait: Duration) -> Option<Value> {
+        self.ws
+            .get_ref()
+            .set_read_timeout(Some(wait))
+            .expect("timeout");
+        let got = loop {
+            match self.ws.read() {
+                Ok(Message::Text(t)) => break Some(serde_json::from_str(&t).expect("JSON")),
+                Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+                Ok(other) => panic!("unexpected {other:?}"),
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break None
+                }
+                Err(e) => panic!("read: {e}"),
+            }
+        };
+        self.ws
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        got
+    }
+
+    /// Subscribes and checks the `subscribed` answer.
+    pub fn subscribe(&mut self, topics: &[&str]) {
+        self.send(json!({"op": "subscribe", "topics": topics, "id": 1}));
+        let ack = self.next();
+        assert_eq!(
+            ack,
+            json!({"type": "subscribed", "topics": topics, "id": 1})
+        );
+    }
+
+    /// A ping round trip: everything sent before it has been handled.
+    pub fn sync(&mut self) {
+        self.send(json!({"op": "ping", "id": "sync"}));
+        loop {
+            let m = self.next();
+            if m["type"] == "pong" {
+                return;
+            }
+        }
+    }
+}
+
+/// One HTTP/1.1 request; returns (status, headers, body).
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut req = format!(
+        "{method} {target} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).expect("write head");
+    s.write_all(body).expect("write body");
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).expect("read response");
+    let resp = String::from_utf8_lossy(&resp).into_owned();
+    let (head, body) = resp.split_once("\r\n\r\n").expect("a response head");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    (status, head.to_owned(), body.to_owned())
+}
+
+pub fn publish(broker: &Broker, topic: &str, body: &str) -> (u16, Value) {
+    let (status, _, body) = http(
+        local(broker),
+        "POST",
+        &format!("/publish?topic={topic}"),
+        &[],
+        body.as_bytes(),
+    );
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// The value of a metric line (`name` with labels, exactly as printed).
+pub fn metric(broker: &Broker, name: &str) -> u64 {
+    let (status, _, text) = http(local(broker), "GET", "/metrics", &[], b"");
+    assert_eq!(status, 200);
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no metric {name}"))
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+pub fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
