@@ -1,0 +1,107 @@
+//! A subscriber that never reads is conflated, then closed with 1008, while a fast subscriber on
+//! the same topics loses nothing; the process's memory stays bounded throughout.
+
+#[path = "util/broker.rs"]
+mod b;
+#[allow(dead_code)]
+mod util;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::thread;
+use std::time::Duration;
+
+use tickwire::PublishError;
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// A subscriber with a tiny receive buffer that subscribes and then never reads again.
+fn never_reading_subscriber(addr: std::net::SocketAddr, topics: &str) -> TcpStream {
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.set_recv_buffer_size(4096).expect("rcvbuf");
+    sock.connect(&addr.into()).expect("connect");
+    let mut s: TcpStream = sock.into();
+    s.write_all(util::upgrade_request(&format!("/ws?subscribe={topics}")).as_bytes())
+        .expect("handshake");
+    s
+}
+
+#[test]
+fn a_slow_consumer_is_conflated_then_closed_and_fast_ones_lose_nothing() {
+    const TOPICS: usize = 8;
+    const ROUNDS: u64 = 600;
+    let broker = b::start(|c| {
+        c.outbound_soft_limit = 64 * 1024;
+        c.outbound_hard_limit = 1024 * 1024;
+        c.slow_consumer_timeout = Duration::from_secs(2);
+    });
+    let topic_list: Vec<String> = (0..TOPICS).map(|t| format!("q/{t}")).collect();
+    let joined = topic_list.join(",");
+    let rss_before = rss_kib();
+
+    let mut fast = b::Sub::connect(&broker, &format!("?subscribe={joined}"));
+    assert_eq!(fast.next()["type"], "subscribed");
+    let slow = never_reading_subscriber(broker.public_addr(), &joined);
+    b::eventually(Duration::from_secs(5), "both subscribed", || {
+        broker.stats().subscriptions == 2 * TOPICS as u64
+    });
+
+    let reader = thread::spawn(move || {
+        let mut last = vec![0u64; TOPICS];
+        for _ in 0..ROUNDS * TOPICS as u64 {
+            let m = fast.next();
+            let t: usize = m["topic"]
+                .as_str()
+                .and_then(|s| s[2..].parse().ok())
+                .expect("topic");
+            let seq = m["seq"].as_u64().expect("seq");
+            assert_eq!(seq, last[t] + 1, "the fast client saw a gap on q/{t}");
+            last[t] = seq;
+        }
+        last
+    });
+    let payload = format!("{{\"pad\":\"{}\"}}", "x".repeat(1000));
+    let publisher = broker.publisher();
+    for _ in 0..ROUNDS {
+        for t in &topic_list {
+            loop {
+                match publisher.publish(t, payload.as_bytes()) {
+                    Ok(_) => break,
+                    Err(PublishError::QueueFull) => thread::sleep(Duration::from_millis(1)),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        thread::sleep(Duration::from_micros(200));
+    }
+    let last = reader.join().expect("fast reader");
+    assert!(
+        last.iter().all(|&s| s == ROUNDS),
+        "fast client finished every topic: {last:?}"
+    );
+
+    b::eventually(Duration::from_secs(15), "the slow consumer closed", || {
+        broker.stats().slow_consumers_closed == 1
+    });
+    let stats = broker.stats();
+    assert!(
+        stats.conflated > 0,
+        "updates for the slow client were conflated: {stats:?}"
+    );
+    drop(slow);
+    b::eventually(Duration::from_secs(10), "only the fast client left", || {
+        broker.stats().connections <= 1
+    });
+    // ~4.8 MB went to the slow client's topics; what it held was bounded by the hard limit.
+    let grown = rss_kib().saturating_sub(rss_before);
+    assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
+    eprintln!("slow consumer: {stats:?}, RSS grew {grown} KiB");
+}
