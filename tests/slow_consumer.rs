@@ -3,7 +3,6 @@
 
 #[path = "util/broker.rs"]
 mod b;
-#[allow(dead_code)]
 mod util;
 
 use std::io::Write;
