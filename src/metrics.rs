@@ -119,7 +119,7 @@ impl Metrics {
         one(
             "handshake_errors_total",
             "counter",
-            "Malformed HTTP requests and refused upgrades.",
+            "Malformed HTTP requests, refused upgrades and request bodies refused by the engine.",
             engine.handshake_errors,
         );
         one(

@@ -248,7 +248,8 @@ pub struct EngineStats {
     pub connections_accepted: u64,
     /// Refused because `max_connections` were open.
     pub connections_refused: u64,
-    /// Malformed requests and refused upgrades.
+    /// Malformed requests, refused upgrades, and bodies refused by the engine (400, 411, 413,
+    /// 426, 431).
     pub handshake_errors: u64,
     pub handshake_timeouts: u64,
     /// Connections failed for breaking RFC 6455 (1002, 1007, 1009).

@@ -755,6 +755,12 @@ fn process_request<H: Handler>(core: &mut Core, handler: &mut H, id: usize, data
     } else {
         match plain_http(core, handler, listener, &req, &data[head_len..]) {
             Some(resp) => {
+                if matches!(resp.status, 400 | 411 | 413 | 426) {
+                    core.shared
+                        .stats
+                        .handshake_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 core.respond(id, resp.encode());
                 data.len()
             }
