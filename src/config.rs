@@ -17,6 +17,7 @@ pub struct Config {
     pub local_listen: Option<SocketAddr>,
     /// Worker threads; 0 means one per available core.
     pub workers: usize,
+    /// Open connections per listener.
     pub max_connections: usize,
     #[serde(with = "secs")]
     pub handshake_timeout: Duration,

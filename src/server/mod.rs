@@ -33,7 +33,8 @@ pub use worker::Outbox;
 pub struct ServerConfig {
     /// Worker threads (each with its own event loop). Default: available parallelism.
     pub workers: usize,
-    /// Open connections across all workers; past it new ones are refused at once.
+    /// Open connections per listener, across all workers; past it new ones are refused at once
+    /// (503). Per listener, so that a flood on one cannot lock operators out of another.
     pub max_connections: usize,
     /// Time a client has to send a whole request head (and body).
     pub handshake_timeout: Duration,
@@ -221,9 +222,18 @@ impl Notifier {
 #[derive(Debug, Default)]
 struct Shared {
     shutdown: AtomicBool,
-    /// Open sockets across all workers (for `max_connections`).
-    connections: AtomicUsize,
+    /// Open sockets per listener, across all workers (for `max_connections`).
+    connections: Box<[AtomicUsize]>,
     stats: EngineCounters,
+}
+
+impl Shared {
+    fn open_connections(&self) -> usize {
+        self.connections
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
 }
 
 /// Counters kept by the engine, for metrics.
@@ -285,7 +295,10 @@ impl Server {
         F: FnMut(usize) -> H,
     {
         let workers = config.workers.max(1);
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            connections: listeners.iter().map(|_| AtomicUsize::new(0)).collect(),
+            ..Shared::default()
+        });
         // The first worker's sockets fix the ports; the others bind the same ports.
         let mut local_addrs = Vec::with_capacity(listeners.len());
         let mut per_worker: Vec<Vec<std::net::TcpListener>> = Vec::with_capacity(workers);
@@ -344,7 +357,7 @@ impl Server {
 
     /// Open connections across all workers.
     pub fn connection_count(&self) -> usize {
-        self.shared.connections.load(Ordering::Relaxed)
+        self.shared.open_connections()
     }
 
     /// The engine's counters.
@@ -389,7 +402,7 @@ impl StatsSource {
         let c = &self.0.stats;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         EngineStats {
-            connections: self.0.connections.load(Ordering::Relaxed),
+            connections: self.0.open_connections(),
             connections_accepted: get(&c.connections_accepted),
             connections_refused: get(&c.connections_refused),
             handshake_errors: get(&c.handshake_errors),

@@ -281,8 +281,8 @@ impl Core {
     /// Drops the connection at once (the socket closes with it).
     fn remove(&mut self, id: usize) {
         self.end_open(id);
-        if self.conns.try_remove(id).is_some() {
-            self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        if let Some(c) = self.conns.try_remove(id) {
+            self.shared.connections[c.listener].fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -492,7 +492,7 @@ impl<H: Handler> Worker<H> {
             };
             match listener.accept() {
                 Ok((socket, _)) => {
-                    if shared.connections.load(Ordering::Relaxed)
+                    if shared.connections[index].load(Ordering::Relaxed)
                         >= self.core.config.max_connections
                     {
                         shared
@@ -539,7 +539,7 @@ impl<H: Handler> Worker<H> {
             now + self.core.config.handshake_timeout,
         ));
         let shared = &self.core.shared;
-        shared.connections.fetch_add(1, Ordering::Relaxed);
+        shared.connections[listener].fetch_add(1, Ordering::Relaxed);
         shared
             .stats
             .connections_accepted
