@@ -1,2 +1,728 @@
-//! The C API: opaque handles with the `tw_` prefix, numbered status codes, a panic boundary on
-//! every function. The header `include/tickwire.h` is generated from this file by cbindgen.
+//! The C API: opaque handles with the `tw_` prefix, numbered status codes, and a panic boundary
+//! on every function. The header `include/tickwire.h` is generated from this file by cbindgen
+//! (`cbindgen.toml`); `tests/c_header.rs` fails when it is stale.
+//!
+//! Conventions, for every function:
+//! - Strings are UTF-8 and NUL-terminated; a NULL or non-UTF-8 argument is answered with a status
+//!   code, never a crash.
+//! - Errors return a negative [`tw_status`] (or NULL) and leave a message for
+//!   [`tw_last_error`] on the calling thread.
+//! - No Rust panic crosses the boundary: it becomes `TW_ERR_INTERNAL`.
+//! - Nothing returned must be freed with anything but a `tw_*_free` function.
+#![allow(non_camel_case_types)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+use std::cell::RefCell;
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::{Broker, Config, ConnectionEvent, Hooks, PublishError, Publisher};
+
+/// Every result of the C API. `TW_OK` is 0; errors are negative and stable.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum tw_status {
+    /// Success.
+    TW_OK = 0,
+    /// A required pointer argument was NULL.
+    TW_ERR_NULL_ARGUMENT = -1,
+    /// A string argument was not valid UTF-8.
+    TW_ERR_INVALID_UTF8 = -2,
+    /// The topic is not a valid topic (see `tw_last_error()` for why).
+    TW_ERR_INVALID_TOPIC = -3,
+    /// The payload is not valid JSON.
+    TW_ERR_INVALID_PAYLOAD = -4,
+    /// The payload is over the configured `max_payload`.
+    TW_ERR_PAYLOAD_TOO_LARGE = -5,
+    /// A publish queue is full: subscribers are behind. Nothing was published; retry later.
+    TW_ERR_QUEUE_FULL = -6,
+    /// The broker was stopped.
+    TW_ERR_STOPPED = -7,
+    /// A configuration value cannot work (the message names it).
+    TW_ERR_CONFIG = -8,
+    /// A listener could not be bound, or a thread could not start.
+    TW_ERR_IO = -9,
+    /// A bug: a Rust panic was caught at the boundary.
+    TW_ERR_INTERNAL = -10,
+    /// The caller's buffer is too small for the answer.
+    TW_ERR_BUFFER_TOO_SMALL = -11,
+}
+
+/// Settings for [`tw_broker_start`]. Fill with [`tw_config_init`], then change what you need.
+/// String fields are borrowed only during `tw_broker_start` (they are copied).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct tw_config {
+    /// Public listener, "host:port" (subscribers at ws://host:port/ws). Default "127.0.0.1:8080";
+    /// port 0 picks a free port (see `tw_broker_public_addr`).
+    pub listen: *const c_char,
+    /// Local publish/metrics listener, "host:port", or NULL to disable it. Default "127.0.0.1:8081".
+    pub local_listen: *const c_char,
+    /// Worker threads; 0 means one per core. Default 0.
+    pub workers: u32,
+    /// Open connections per listener. Default 100000.
+    pub max_connections: u32,
+    /// Largest published payload in bytes. Default 65536.
+    pub max_payload: u32,
+    /// Subscriptions per connection. Default 1000.
+    pub max_subscriptions: u32,
+    /// Publications waiting per worker before publishing answers TW_ERR_QUEUE_FULL. Default 65536.
+    pub publish_queue: u32,
+    /// Bytes waiting for a subscriber before its updates are conflated. Default 262144.
+    pub outbound_soft_limit: u32,
+    /// Bytes waiting for a subscriber before it is closed with 1008. Default 4194304.
+    pub outbound_hard_limit: u32,
+    /// Bearer token the local listener requires, or NULL for none. Default NULL.
+    pub publish_token: *const c_char,
+    /// Called when a WebSocket client connects or disconnects, or NULL. It runs on the broker's
+    /// worker thread that owns the connection, so it must be thread-safe and quick.
+    pub on_connection: tw_connection_callback,
+    /// Passed back to `on_connection` as is.
+    pub on_connection_user: *mut c_void,
+}
+
+/// What happened to a WebSocket client connection.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum tw_connection_event {
+    TW_CONNECTION_OPENED = 1,
+    TW_CONNECTION_CLOSED = 2,
+}
+
+/// Called with `event`, the number of WebSocket clients open after it, and the
+/// `on_connection_user` pointer. NULL means no callback.
+pub type tw_connection_callback =
+    Option<extern "C" fn(event: tw_connection_event, open_clients: usize, user: *mut c_void)>;
+
+/// Log level for [`tw_set_log_callback`]: errors only.
+pub const TW_LOG_ERROR: c_int = 1;
+/// Log level: warnings and errors.
+pub const TW_LOG_WARN: c_int = 2;
+/// Log level: information (start, stop), warnings and errors.
+pub const TW_LOG_INFO: c_int = 3;
+/// Log level: debugging detail.
+pub const TW_LOG_DEBUG: c_int = 4;
+/// Log level: everything.
+pub const TW_LOG_TRACE: c_int = 5;
+
+/// Called with a log line's level (`TW_LOG_*`), its NUL-terminated message (valid only during
+/// the call), and the user pointer given to `tw_set_log_callback`. NULL means no callback.
+pub type tw_log_callback =
+    Option<extern "C" fn(level: c_int, message: *const c_char, user: *mut c_void)>;
+
+/// One publication of a batch.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct tw_message {
+    /// NUL-terminated UTF-8 topic.
+    pub topic: *const c_char,
+    /// JSON payload bytes (need not be NUL-terminated).
+    pub payload: *const u8,
+    /// Payload length in bytes.
+    pub len: usize,
+}
+
+/// Counters since start, filled by [`tw_broker_stats`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct tw_stats {
+    /// Open connections.
+    pub connections: u64,
+    /// Publications accepted.
+    pub published: u64,
+    /// Publications refused (invalid, too large, queue full, stopped).
+    pub publish_rejected: u64,
+    /// Live updates queued to subscribers.
+    pub deliveries: u64,
+    /// Topics with a last value.
+    pub topics: u64,
+    /// Subscriptions held by connected clients.
+    pub subscriptions: u64,
+    /// Updates replaced by a newer one before a slow subscriber read them.
+    pub conflated: u64,
+    /// Subscribers closed for not reading.
+    pub slow_consumers_closed: u64,
+}
+
+/// A running broker. Opaque: create with [`tw_broker_start`], end with [`tw_broker_stop`].
+pub struct tw_broker {
+    /// `None` once shut down; the publisher keeps answering (TW_ERR_STOPPED).
+    broker: Mutex<Option<Broker>>,
+    publisher: Publisher,
+    public_addr: CString,
+    local_addr: Option<CString>,
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn set_error(message: impl Into<String>) {
+    let text = message.into().replace('\0', " ");
+    LAST_ERROR.with(|e| *e.borrow_mut() = CString::new(text).unwrap_or_default());
+}
+
+fn fail(status: tw_status, message: impl Into<String>) -> tw_status {
+    set_error(message);
+    status
+}
+
+/// Runs `f` inside the panic boundary.
+fn guard<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => v,
+        Err(_) => {
+            set_error("internal error: a panic was caught at the C API boundary (a tickwire bug)");
+            on_panic
+        }
+    }
+}
+
+/// Reads a C string argument.
+///
+/// # Safety
+/// `ptr` is NULL or points to a NUL-terminated string valid for the call.
+unsafe fn c_str<'a>(ptr: *const c_char, what: &str) -> Result<&'a str, tw_status> {
+    if ptr.is_null() {
+        return Err(fail(
+            tw_status::TW_ERR_NULL_ARGUMENT,
+            format!("{what} is NULL"),
+        ));
+    }
+    // SAFETY: non-null, and the caller promises a NUL-terminated string alive for the call.
+    let s = unsafe { CStr::from_ptr(ptr) };
+    s.to_str().map_err(|e| {
+        fail(
+            tw_status::TW_ERR_INVALID_UTF8,
+            format!("{what} is not UTF-8: {e}"),
+        )
+    })
+}
+
+/// Fills `cfg` with the defaults. Returns TW_ERR_NULL_ARGUMENT if `cfg` is NULL.
+/// Any thread. The string fields point to static strings owned by the library.
+///
+/// # Safety
+/// `cfg` is NULL or points to writable memory for one `tw_config`.
+#[no_mangle]
+pub unsafe extern "C" fn tw_config_init(cfg: *mut tw_config) -> tw_status {
+    guard(tw_status::TW_ERR_INTERNAL, || {
+        if cfg.is_null() {
+            return fail(tw_status::TW_ERR_NULL_ARGUMENT, "cfg is NULL");
+        }
+        let d = Config::default();
+        let clamp = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        let value = tw_config {
+            listen: c"127.0.0.1:8080".as_ptr(),
+            local_listen: c"127.0.0.1:8081".as_ptr(),
+            workers: 0,
+            max_connections: clamp(d.max_connections),
+            max_payload: clamp(d.max_payload),
+            max_subscriptions: clamp(d.max_subscriptions),
+            publish_queue: clamp(d.publish_queue),
+            outbound_soft_limit: clamp(d.outbound_soft_limit),
+            outbound_hard_limit: clamp(d.outbound_hard_limit),
+            publish_token: std::ptr::null(),
+            on_connection: None,
+            on_connection_user: std::ptr::null_mut(),
+        };
+        // SAFETY: `cfg` is non-null and the caller gives us a writable tw_config.
+        unsafe { cfg.write(value) };
+        tw_status::TW_OK
+    })
+}
+
+/// The C side's callback and pointer, carried into the broker's threads. The caller promised
+/// (in `tw_config.on_connection`'s contract) that both may be used from any thread.
+struct ConnectionHook {
+    callback: extern "C" fn(tw_connection_event, usize, *mut c_void),
+    user: *mut c_void,
+}
+
+impl ConnectionHook {
+    fn call(&self, event: tw_connection_event, open: usize) {
+        (self.callback)(event, open, self.user);
+    }
+}
+
+// SAFETY: the pointer is only passed back to the C callback, whose contract requires it to be
+// usable from the broker's threads.
+unsafe impl Send for ConnectionHook {}
+// SAFETY: as above; we never dereference `user`.
+unsafe impl Sync for ConnectionHook {}
+
+/// Starts a broker: binds its listeners and starts its workers. Returns the handle, which the
+/// caller owns and must end with `tw_broker_stop` (or `tw_broker_shutdown` then
+/// `tw_broker_free`), or NULL on error with the reason in `tw_last_error()`. Any thread.
+///
+/// # Safety
+/// `cfg` is NULL or points to a `tw_config` whose string fields are NULL or valid
+/// NUL-terminated strings for the duration of the call.
+#[no_mangle]
+pub unsafe extern "C" fn tw_broker_start(cfg: *const tw_config) -> *mut tw_broker {
+    guard(std::ptr::null_mut(), || {
+        if cfg.is_null() {
+            set_error("cfg is NULL: fill one with tw_config_init");
+            return std::ptr::null_mut();
+        }
+        // SAFETY: non-null; the caller promises a valid tw_config.
+        let c = unsafe { &*cfg };
+        // SAFETY: the caller promises valid strings in the config.
+        match unsafe { start(c) } {
+            Ok(b) => Box::into_raw(Box::new(b)),
+            Err(_) => std::ptr::null_mut(),
+        }
+    })
+}
+
+/// # Safety
+/// As for [`tw_broker_start`].
+unsafe fn start(c: &tw_config) -> Result<tw_broker, tw_status> {
+    let addr = |ptr: *const c_char, what: &str| -> Result<SocketAddr, tw_status> {
+        // SAFETY: forwarded from the caller's promise.
+        let text = unsafe { c_str(ptr, what) }?;
+        text.parse().map_err(|e| {
+            fail(
+                tw_status::TW_ERR_CONFIG,
+                format!("{what} '{text}' is not host:port: {e}"),
+            )
+        })
+    };
+    let mut config = Config {
+        listen: addr(c.listen, "listen")?,
+        local_listen: if c.local_listen.is_null() {
+            None
+        } else {
+            Some(addr(c.local_listen, "local_listen")?)
+        },
+        workers: c.workers as usize,
+        max_connections: c.max_connections as usize,
+        max_payload: c.max_payload as usize,
+        max_subscriptions: c.max_subscriptions as usize,
+        publish_queue: c.publish_queue as usize,
+        outbound_soft_limit: c.outbound_soft_limit as usize,
+        outbound_hard_limit: c.outbound_hard_limit as usize,
+        ..Config::default()
+    };
+    if !c.publish_token.is_null() {
+        // SAFETY: forwarded from the caller's promise.
+        config.publish_token = Some(unsafe { c_str(c.publish_token, "publish_token") }?.to_owned());
+    }
+    let mut hooks = Hooks::default();
+    if let Some(callback) = c.on_connection {
+        let hook = ConnectionHook {
+            callback,
+            user: c.on_connection_user,
+        };
+        hooks.on_connection = Some(Arc::new(move |event, open| {
+            let event = match event {
+                ConnectionEvent::Opened => tw_connection_event::TW_CONNECTION_OPENED,
+                ConnectionEvent::Closed => tw_connection_event::TW_CONNECTION_CLOSED,
+            };
+            hook.call(event, open);
+        }));
+    }
+    let broker = Broker::start_with(config, hooks).map_err(|e| match e {
+        crate::Error::Config(m) => fail(
+            tw_status::TW_ERR_CONFIG,
+            format!("invalid configuration: {m}"),
+        ),
+        e @ crate::Error::Io { .. } => fail(tw_status::TW_ERR_IO, e.to_string()),
+    })?;
+    let text = |a: SocketAddr| CString::new(a.to_string()).unwrap_or_default();
+    Ok(tw_broker {
+        publisher: broker.publisher(),
+        public_addr: text(broker.public_addr()),
+        local_addr: broker.local_addr().map(text),
+        broker: Mutex::new(Some(broker)),
+    })
+}
+
+fn publish_status(e: &PublishError) -> tw_status {
+    match e {
+        PublishError::InvalidTopic(_) => tw_status::TW_ERR_INVALID_TOPIC,
+        PublishError::InvalidPayload(_) => tw_status::TW_ERR_INVALID_PAYLOAD,
+        PublishError::PayloadTooLarge { .. } => tw_status::TW_ERR_PAYLOAD_TOO_LARGE,
+        PublishError::QueueFull => tw_status::TW_ERR_QUEUE_FULL,
+        PublishError::ShuttingDown => tw_status::TW_ERR_STOPPED,
+    }
+}
+
+/// Publishes `len` bytes of JSON at `payload` to `topic`. On success writes the topic's sequence
+/// number to `seq_out` (if not NULL). The payload is copied once; the caller keeps ownership of
+/// its buffers. Any thread, concurrently with other publishes; no lock is held across a syscall.
+///
+/// # Safety
+/// `b` is NULL or a handle from `tw_broker_start` not yet freed; `topic` is NULL or a
+/// NUL-terminated string; `payload` is NULL or points to `len` readable bytes; `seq_out` is NULL
+/// or writable.
+#[no_mangle]
+pub unsafe extern "C" fn tw_publish(
+    b: *const tw_broker,
+    topic: *const c_char,
+    payload: *const u8,
+    len: usize,
+    seq_out: *mut u64,
+) -> tw_status {
+    guard(tw_status::TW_ERR_INTERNAL, || {
+        if b.is_null() {
+            return fail(tw_status::TW_ERR_NULL_ARGUMENT, "broker handle is NULL");
+        }
+        // SAFETY: non-null handle from tw_broker_start, not freed (caller's promise).
+        let broker = unsafe { &*b };
+        // SAFETY: caller's promise on `topic`.
+        let topic = match unsafe { c_str(topic, "topic") } {
+            Ok(t) => t,
+            Err(s) => return s,
+        };
+        if payload.is_null() {
+            return fail(tw_status::TW_ERR_NULL_ARGUMENT, "payload is NULL");
+        }
+        // SAFETY: non-null, and the caller promises `len` readable bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(payload, len) };
+        match broker.publisher.publish(topic, bytes) {
+            Ok(seq) => {
+                if !seq_out.is_null() {
+                    // SAFETY: non-null and writable (caller's promise).
+                    unsafe { seq_out.write(seq) };
+                }
+                tw_status::TW_OK
+            }
+            Err(e) => fail(publish_status(&e), e.to_string()),
+        }
+    })
+}
+
+/// Publishes `count` messages, all or none: every message is checked and queue room reserved
+/// before the first is published. On success writes `count` to `published_out` (if not NULL);
+/// on failure nothing was published and `tw_last_error()` names the message by index. Any thread.
+///
+/// # Safety
+/// `b` as for `tw_publish`; `messages` points to `count` readable `tw_message`s whose fields
+/// follow `tw_publish`'s rules; `published_out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn tw_publish_batch(
+    b: *const tw_broker,
+    messages: *const tw_message,
+    count: usize,
+    published_out: *mut usize,
+) -> tw_status {
+    guard(tw_status::TW_ERR_INTERNAL, || {
+        if b.is_null() {
+            return fail(tw_status::TW_ERR_NULL_ARGUMENT, "broker handle is NULL");
+        }
+        if messages.is_null() && count > 0 {
+            return fail(tw_status::TW_ERR_NULL_ARGUMENT, "messages is NULL");
+        }
+        // SAFETY: non-null handle, not freed (caller's promise).
+        let broker = unsafe { &*b };
+        let list: &[tw_message] = if count == 0 {
+            &[]
+        } else {
+            // SAFETY: non-null and `count` readable messages (caller's promise).
+            unsafe { std::slice::from_raw_parts(messages, count) }
+        };
+        let mut items = Vec::with_capacity(count);
+        for (i, m) in list.iter().enumerate() {
+            // SAFETY: caller's promise on each message's topic.
+            let topic = match unsafe { c_str(m.topic, &format!("messages[{i}].topic")) } {
+                Ok(t) => t,
+                Err(s) => return s,
+            };
+            if m.payload.is_null() {
+                return fail(
+                    tw_status::TW_ERR_NULL_ARGUMENT,
+                    format!("messages[{i}].payload is NULL"),
+                );
+            }
+            // SAFETY: non-null with `len` readable bytes (caller's promise).
+            let payload = unsafe { std::slice::from_raw_parts(m.payload, m.len) };
+            items.push((topic, payload));
+        }
+        match broker.publisher.publish_batch(&items) {
+            Ok(n) => {
+                if !published_out.is_null() {
+                    // SAFETY: non-null and writable (caller's promise).
+                    unsafe { published_out.write(n) };
+                }
+                tw_status::TW_OK
+            }
+            Err(e) => fail(
+                publish_status(&e.error),
+                format!("messages[{}]: {}; nothing was published", e.index, e.error),
+            ),
+        }
+    })
+}
+
+/// Fills `out` with the broker's counters. Any thread.
+///
+/// # Safety
+/// `b` as for `tw_publish`; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn tw_broker_stats(b: *const tw_broker, out: *mut tw_stats) -> tw_status {
+    guard(tw_status::TW_ERR_INTERNAL, || {
+        if b.is_null() || out.is_null() {
+            return fail(
+                tw_status::TW_ERR_NULL_ARGUMENT,
+                "broker handle or out is NULL",
+            );
+        }
+        // SAFETY: non-null handle, not freed (caller's promise).
+        let broker = unsafe { &*b };
+        let stats = match broker.broker.lock().as_ref() {
+            Some(br) => br.stats(),
+            None => return fail(tw_status::TW_ERR_STOPPED, "the broker was stopped"),
+        };
+        let value = tw_stats {
+            connections: stats.connections as u64,
+            published: stats.published,
+            publish_rejected: stats.publish_rejected,
+            deliveries: stats.deliveries,
+            topics: stats.topics as u64,
+            subscriptions: stats.subscriptions,
+            conflated: stats.conflated,
+            slow_consumers_closed: stats.slow_consumers_closed,
+        };
+        // SAFETY: non-null and writable (caller's promise).
+        unsafe { out.write(value) };
+        tw_status::TW_OK
+    })
+}
+
+/// Copies an address ("host:port", NUL-terminated) into `buf` of `len` bytes.
+///
+/// # Safety
+/// `buf` is NULL or has `len` writable bytes.
+unsafe fn copy_out(text: &CStr, buf: *mut c_char, len: usize) -> tw_status {
+    if buf.is_null() {
+        return fail(tw_status::TW_ERR_NULL_ARGUMENT, "buf is NULL");
+    }
+    let bytes = text.to_bytes_with_nul();
+    if bytes.len() > len {
+        return fail(
+            tw_status::TW_ERR_BUFFER_TOO_SMALL,
+            format!("buffer of {len} bytes; {} needed", bytes.len()),
+        );
+    }
+    // SAFETY: `buf` has `len >= bytes.len()` writable bytes; the regions cannot overlap.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr().cast(), buf, bytes.len()) };
+    tw_status::TW_OK
+}
+
+/// Writes the public listener's bound address ("127.0.0.1:PORT") into `buf` (`len` bytes, 64 is
+/// always enough). Any thread.
+///
+/// # Safety
+/// `b` as for `tw_publish`; `buf` is NULL or has `len` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn tw_broker_public_addr(
+    b: *const tw_broker,
+    buf: *mut c_char,
+    len: usize,
+) -> tw_status {
+    guard(tw_status::TW_ERR_INTERNAL, || {
+        if b.is_null() {
+            return fail(tw_status::TW_ERR_NULL_ARGUMENT, "broker handle is NULL");
+        }
+        // SAFETY: non-null handle, not freed; `buf` per the caller's promise.
+        unsafe { copy_out(&(*b).public_addr, buf, len) }
+    })
+}
+
+/// Writes the local listener's bound address into `buf`, or returns TW_ERR_CONFIG if it is
+/// disabled. Any thread.
+///
+/// # Safety
+/// As for [`tw_broker_public_addr`].
+#[no_mangle]
+pub unsafe extern "C" fn tw_broker_local_addr(
+    b: *const tw_broker,
+    buf: *mut c_char,
+    len: usize,
+) -> tw_status {
+    guard(tw_status::TW_ERR_INTERNAL, || {
+        if b.is_null() {
+            return fail(tw_status::TW_ERR_NULL_ARGUMENT, "broker handle is NULL");
+        }
+        // SAFETY: non-null handle, not freed (caller's promise).
+        match unsafe { &(*b).local_addr } {
+            // SAFETY: `buf` per the caller's promise.
+            Some(addr) => unsafe { copy_out(addr, buf, len) },
+            None => fail(tw_status::TW_ERR_CONFIG, "the local listener is disabled"),
+        }
+    })
+}
+
+/// Stops gracefully: refuses new publications (they return TW_ERR_STOPPED), delivers those
+/// already accepted, sends close 1001 to every client and joins the worker threads (within 5 s).
+/// The handle stays valid until `tw_broker_free`. Calling it twice is harmless. Any thread; it
+/// blocks until the workers have stopped.
+///
+/// # Safety
+/// `b` as for `tw_publish`.
+#[no_mangle]
+pub unsafe extern "C" fn tw_broker_shutdown(b: *const tw_broker) -> tw_status {
+    guard(tw_status::TW_ERR_INTERNAL, || {
+        if b.is_null() {
+            return fail(tw_status::TW_ERR_NULL_ARGUMENT, "broker handle is NULL");
+        }
+        // SAFETY: non-null handle, not freed (caller's promise).
+        let taken = unsafe { (*b).broker.lock().take() };
+        if let Some(broker) = taken {
+            broker.shutdown();
+        }
+        tw_status::TW_OK
+    })
+}
+
+/// Frees the handle, shutting the broker down first if needed. NULL is ignored. No other call may
+/// use the handle during or after this one.
+///
+/// # Safety
+/// `b` is NULL or a handle from `tw_broker_start` not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn tw_broker_free(b: *mut tw_broker) {
+    guard((), || {
+        if !b.is_null() {
+            // SAFETY: a handle from Box::into_raw in tw_broker_start, freed only here, once.
+            drop(unsafe { Box::from_raw(b) });
+        }
+    })
+}
+
+/// `tw_broker_shutdown` then `tw_broker_free`: the usual way to end. NULL is ignored.
+///
+/// # Safety
+/// As for [`tw_broker_free`].
+#[no_mangle]
+pub unsafe extern "C" fn tw_broker_stop(b: *mut tw_broker) {
+    // SAFETY: forwarded from the caller's promise.
+    unsafe {
+        tw_broker_shutdown(b);
+        tw_broker_free(b);
+    }
+}
+
+/// The message of the last error on this thread, or "" if none. The string belongs to the
+/// library and is valid until the next `tw_*` call on the same thread. Never NULL.
+#[no_mangle]
+pub extern "C" fn tw_last_error() -> *const c_char {
+    LAST_ERROR.with(|e| e.borrow().as_ptr())
+}
+
+/// The name of a status code ("TW_ERR_QUEUE_FULL"), static. Never NULL.
+#[no_mangle]
+pub extern "C" fn tw_status_str(status: tw_status) -> *const c_char {
+    let s: &'static CStr = match status {
+        tw_status::TW_OK => c"TW_OK",
+        tw_status::TW_ERR_NULL_ARGUMENT => c"TW_ERR_NULL_ARGUMENT",
+        tw_status::TW_ERR_INVALID_UTF8 => c"TW_ERR_INVALID_UTF8",
+        tw_status::TW_ERR_INVALID_TOPIC => c"TW_ERR_INVALID_TOPIC",
+        tw_status::TW_ERR_INVALID_PAYLOAD => c"TW_ERR_INVALID_PAYLOAD",
+        tw_status::TW_ERR_PAYLOAD_TOO_LARGE => c"TW_ERR_PAYLOAD_TOO_LARGE",
+        tw_status::TW_ERR_QUEUE_FULL => c"TW_ERR_QUEUE_FULL",
+        tw_status::TW_ERR_STOPPED => c"TW_ERR_STOPPED",
+        tw_status::TW_ERR_CONFIG => c"TW_ERR_CONFIG",
+        tw_status::TW_ERR_IO => c"TW_ERR_IO",
+        tw_status::TW_ERR_INTERNAL => c"TW_ERR_INTERNAL",
+        tw_status::TW_ERR_BUFFER_TOO_SMALL => c"TW_ERR_BUFFER_TOO_SMALL",
+    };
+    s.as_ptr()
+}
+
+/// The library version ("0.1.0"), static. Never NULL.
+#[no_mangle]
+pub extern "C" fn tw_version() -> *const c_char {
+    const VERSION: &CStr =
+        match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+            Ok(v) => v,
+            Err(_) => c"unknown",
+        };
+    VERSION.as_ptr()
+}
+
+/// The C logger and its pointer.
+struct LogSink {
+    callback: extern "C" fn(c_int, *const c_char, *mut c_void),
+    user: *mut c_void,
+}
+
+// SAFETY: `tw_set_log_callback`'s contract requires the callback and pointer to be usable from
+// any thread; we never dereference `user`.
+unsafe impl Send for LogSink {}
+// SAFETY: as above.
+unsafe impl Sync for LogSink {}
+
+static LOG_SINK: RwLock<Option<LogSink>> = RwLock::new(None);
+
+struct CLogger;
+
+impl log::Log for CLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        if let Some(sink) = LOG_SINK.read().as_ref() {
+            let text = format!("{}", record.args()).replace('\0', " ");
+            let message = CString::new(text).unwrap_or_default();
+            let level = match record.level() {
+                log::Level::Error => TW_LOG_ERROR,
+                log::Level::Warn => TW_LOG_WARN,
+                log::Level::Info => TW_LOG_INFO,
+                log::Level::Debug => TW_LOG_DEBUG,
+                log::Level::Trace => TW_LOG_TRACE,
+            };
+            (sink.callback)(level, message.as_ptr(), sink.user);
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+static C_LOGGER: CLogger = CLogger;
+
+/// Sends the library's log lines up to `max_level` (`TW_LOG_ERROR` .. `TW_LOG_TRACE`) to
+/// `callback`, or stops logging when `callback` is NULL. The callback runs on whichever broker
+/// thread logs (workers, the caller of tw_* functions), so it and `user` must be thread-safe.
+/// Returns TW_ERR_CONFIG if the process already installed another Rust logger. Any thread.
+#[no_mangle]
+pub extern "C" fn tw_set_log_callback(
+    callback: tw_log_callback,
+    user: *mut c_void,
+    max_level: c_int,
+) -> tw_status {
+    guard(tw_status::TW_ERR_INTERNAL, || {
+        let level = match max_level {
+            i32::MIN..=0 => log::LevelFilter::Off,
+            TW_LOG_ERROR => log::LevelFilter::Error,
+            TW_LOG_WARN => log::LevelFilter::Warn,
+            TW_LOG_INFO => log::LevelFilter::Info,
+            TW_LOG_DEBUG => log::LevelFilter::Debug,
+            _ => log::LevelFilter::Trace,
+        };
+        *LOG_SINK.write() = callback.map(|callback| LogSink { callback, user });
+        // Installing twice is fine (ours); another logger is not ours to replace.
+        let _ = log::set_logger(&C_LOGGER);
+        if !std::ptr::addr_eq(log::logger(), &C_LOGGER) {
+            return fail(
+                tw_status::TW_ERR_CONFIG,
+                "another logger is already installed in this process",
+            );
+        }
+        log::set_max_level(if callback.is_some() {
+            level
+        } else {
+            log::LevelFilter::Off
+        });
+        tw_status::TW_OK
+    })
+}
