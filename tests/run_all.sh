@@ -6,6 +6,16 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "system packages the tests need (valgrind, a C/C++ toolchain, make)"
+missing=()
+command -v valgrind >/dev/null || missing+=(valgrind)
+command -v make >/dev/null || missing+=(make)
+command -v g++ >/dev/null || missing+=(g++)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" </dev/null
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
