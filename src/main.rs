@@ -241,7 +241,7 @@ fn raise_fd_limit(max_connections: usize) {
     let want = max_connections as u64 + 64;
     match rlimit::increase_nofile_limit(want) {
         Ok(got) if got >= want => log::debug!("open-file limit is {got}"),
-        Ok(got) => log::warn!(
+        Ok(got) => log::info!(
             "open-file limit is {got} (the hard limit): fewer than max_connections={max_connections} \
              connections fit; raise the hard limit (ulimit -Hn) to allow more"
         ),

@@ -29,5 +29,8 @@ cargo test --doc
 step "Autobahn TestSuite (kosoku) against examples/echo_server"
 tests/autobahn/run.sh
 
+step "the quote board end to end in headless Chromium"
+tests/browser/run.sh
+
 step "fuzz targets, a short run of each (fuzz/run.sh 60 for the documented minute)"
 fuzz/run.sh 10
