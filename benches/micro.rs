@@ -1,0 +1,150 @@
+//! Micro-benchmarks of the hot pieces: frame headers, masking, UTF-8 validation, the handshake,
+//! topic matching in the subscription trie, and the publish path (validate, sequence, encode,
+//! queue to every worker).
+//!
+//! `cargo bench --bench micro`
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use tickwire::broker::index::SubscriptionIndex;
+use tickwire::server::ConnId;
+use tickwire::ws::frame::{
+    encode_client_frame, encode_server_header, parse_client_header, OpCode, MAX_SERVER_HEADER,
+};
+use tickwire::ws::handshake;
+use tickwire::ws::mask::apply_mask;
+use tickwire::ws::utf8::Utf8Validator;
+
+fn frames(c: &mut Criterion) {
+    let mut g = c.benchmark_group("frame_header");
+    for len in [100usize, 1000, 70_000] {
+        let frame = encode_client_frame(true, OpCode::Text, &vec![b'a'; len], [1, 2, 3, 4]);
+        g.bench_with_input(BenchmarkId::new("parse", len), &frame, |b, f| {
+            b.iter(|| parse_client_header(black_box(f), 1 << 20))
+        });
+        g.bench_with_input(BenchmarkId::new("encode", len), &len, |b, &len| {
+            let mut head = [0u8; MAX_SERVER_HEADER];
+            b.iter(|| encode_server_header(true, OpCode::Text, black_box(len), &mut head))
+        });
+    }
+    g.finish();
+}
+
+fn masking(c: &mut Criterion) {
+    let mut g = c.benchmark_group("mask");
+    for len in [120usize, 4096, 65536] {
+        let mut data = vec![0x5au8; len];
+        g.throughput(Throughput::Bytes(len as u64));
+        g.bench_function(BenchmarkId::from_parameter(len), |b| {
+            b.iter(|| apply_mask(black_box(&mut data), [0x37, 0xfa, 0x21, 0x3d], 1))
+        });
+    }
+    g.finish();
+}
+
+fn utf8(c: &mut Criterion) {
+    let mut g = c.benchmark_group("utf8_validate");
+    let ascii = r#"{"type":"msg","topic":"quotes/AAPL","seq":42,"data":{"bid":189.1,"ask":189.2}}"#
+        .repeat(50);
+    let mixed = "κόσμε 𝄞 €uro ascii ".repeat(200);
+    for (name, text) in [("json_ascii", ascii), ("multibyte", mixed)] {
+        g.throughput(Throughput::Bytes(text.len() as u64));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut v = Utf8Validator::new();
+                // In 1 KiB pieces, as a fragmented message arrives.
+                for piece in black_box(text.as_bytes()).chunks(1024) {
+                    v.feed(piece).expect("valid");
+                }
+                v.is_complete()
+            })
+        });
+    }
+    g.finish();
+}
+
+fn handshake_bench(c: &mut Criterion) {
+    let req = b"GET /ws?subscribe=quotes/AAPL HTTP/1.1\r\nHost: localhost:8080\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+        Sec-WebSocket-Protocol: tickwire.v1\r\nUser-Agent: bench\r\n\r\n";
+    c.bench_function("handshake_parse_validate_respond", |b| {
+        b.iter(|| match handshake::parse_request(black_box(req)) {
+            Ok(handshake::Head::Complete(r, _)) => {
+                let accept = handshake::validate_upgrade(&r).expect("valid");
+                handshake::response_101(&accept, Some("tickwire.v1"))
+            }
+            _ => unreachable!("a complete request"),
+        })
+    });
+}
+
+fn topic_matching(c: &mut Criterion) {
+    let mut g = c.benchmark_group("match_topic");
+    for subscribers in [100usize, 10_000] {
+        let mut index = SubscriptionIndex::default();
+        for i in 0..subscribers {
+            // A realistic mix: mostly exact symbols, some wildcards.
+            let pattern = match i % 10 {
+                0 => "quotes/+".to_owned(),
+                1 => "quotes/#".to_owned(),
+                _ => format!("quotes/S{}", i % 500),
+            };
+            index.insert(&pattern, ConnId(i));
+        }
+        g.bench_function(BenchmarkId::from_parameter(subscribers), |b| {
+            b.iter(|| {
+                let mut n = 0usize;
+                index.for_each_match(black_box("quotes/S42"), |_| n += 1);
+                n
+            })
+        });
+    }
+    g.finish();
+}
+
+fn publish_path(c: &mut Criterion) {
+    // Publish -> validated, sequenced, encoded once, queued to every worker. No subscriber is
+    // connected, so this is the publisher's share of the cost; fan-out is per worker.
+    let broker = tickwire::Broker::builder()
+        .listen("127.0.0.1:0".parse().expect("addr"))
+        .local_listen(None)
+        .workers(2)
+        .start()
+        .expect("broker");
+    let publisher = broker.publisher();
+    let payload = br#"{"symbol":"AAPL","bid":189.12,"ask":189.14,"last":189.13,"open":187.5,"volume":1200450,"ts":1764000000000}"#;
+    let mut g = c.benchmark_group("publish");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("quote_120_bytes", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            i += 1;
+            let topic = if i % 2 == 0 {
+                "quotes/AAPL"
+            } else {
+                "quotes/MSFT"
+            };
+            loop {
+                match publisher.publish(topic, payload) {
+                    Ok(seq) => break seq,
+                    Err(tickwire::PublishError::QueueFull) => std::thread::yield_now(),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        })
+    });
+    g.finish();
+    broker.shutdown();
+}
+
+criterion_group!(
+    benches,
+    frames,
+    masking,
+    utf8,
+    handshake_bench,
+    topic_matching,
+    publish_path
+);
+criterion_main!(benches);
