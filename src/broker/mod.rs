@@ -274,11 +274,7 @@ impl BrokerWorker {
         id: Option<String>,
         out: &mut Outbox<'_>,
     ) -> Result<(), ClientError> {
-        for p in &patterns {
-            if let Err(msg) = topic::validate_pattern(p) {
-                return Err(ClientError::new("invalid_topic", msg, id));
-            }
-        }
+        let id = check_patterns(&patterns, id)?;
         let max = self.shared.config.max_subscriptions;
         let Some(Some(Client::Subscriber(sub))) = self.clients.get_mut(conn.0) else {
             return Ok(());
@@ -343,11 +339,7 @@ impl BrokerWorker {
         id: Option<String>,
         out: &mut Outbox<'_>,
     ) -> Result<(), ClientError> {
-        for p in &patterns {
-            if let Err(msg) = topic::validate_pattern(p) {
-                return Err(ClientError::new("invalid_topic", msg, id));
-            }
-        }
+        let id = check_patterns(&patterns, id)?;
         if let Some(Some(Client::Subscriber(sub))) = self.clients.get_mut(conn.0) {
             for p in &patterns {
                 if sub.patterns.remove(p.as_str()) {
@@ -415,6 +407,17 @@ impl BrokerWorker {
             }
             Err(e) => self.send_error(conn, &ClientError::new(e.code(), e.to_string(), id), out),
         }
+    }
+}
+
+/// Every pattern valid, or an `invalid_topic` error naming the first bad one.
+fn check_patterns(patterns: &[String], id: Option<String>) -> Result<Option<String>, ClientError> {
+    match patterns
+        .iter()
+        .find_map(|p| topic::validate_pattern(p).err())
+    {
+        Some(msg) => Err(ClientError::new("invalid_topic", msg, id)),
+        None => Ok(id),
     }
 }
 

@@ -259,6 +259,15 @@ impl Core {
         self.drain_with(id, reply);
     }
 
+    /// Refuses a malformed request or upgrade with its HTTP error, counted.
+    fn refuse(&mut self, id: usize, e: &handshake::HandshakeError) {
+        self.shared
+            .stats
+            .handshake_errors
+            .fetch_add(1, Ordering::Relaxed);
+        self.respond(id, e.response());
+    }
+
     /// Answers an HTTP request (or refuses a handshake) and ends the connection.
     fn respond(&mut self, id: usize, response: Vec<u8>) {
         self.drain_with(id, Some(response));
@@ -709,11 +718,7 @@ fn process_request<H: Handler>(core: &mut Core, handler: &mut H, id: usize, data
         Ok(Head::Partial) => return 0,
         Ok(Head::Complete(req, n)) => (req, n),
         Err(e) => {
-            core.shared
-                .stats
-                .handshake_errors
-                .fetch_add(1, Ordering::Relaxed);
-            core.respond(id, e.response());
+            core.refuse(id, &e);
             return data.len();
         }
     };
@@ -721,11 +726,7 @@ fn process_request<H: Handler>(core: &mut Core, handler: &mut H, id: usize, data
         let accept = match handshake::validate_upgrade(&req) {
             Ok(a) => a,
             Err(e) => {
-                core.shared
-                    .stats
-                    .handshake_errors
-                    .fetch_add(1, Ordering::Relaxed);
-                core.respond(id, e.response());
+                core.refuse(id, &e);
                 return data.len();
             }
         };
