@@ -97,7 +97,14 @@ typedef enum tw_status {
  * What happened to a WebSocket client connection.
  */
 typedef enum tw_connection_event {
+  /**
+   * A client finished the WebSocket handshake (public or local listener).
+   */
   TW_CONNECTION_OPENED = 1,
+  /**
+   * A client that had opened is gone: closed by either side, timed out, or closed by
+   * `tw_broker_shutdown` (which reports every open client before it returns).
+   */
   TW_CONNECTION_CLOSED = 2,
 } tw_connection_event;
 
@@ -288,7 +295,8 @@ enum tw_status tw_publish_batch(const struct tw_broker *b,
                                 size_t *published_out);
 
 /**
- * Fills `out` with the broker's counters. Any thread.
+ * Fills `out` with the broker's counters. Returns TW_ERR_STOPPED after `tw_broker_shutdown`
+ * (read the final counters before it). Any thread.
  *
  * # Safety
  * `b` as for `tw_publish`; `out` is NULL or writable.
@@ -348,9 +356,11 @@ void tw_broker_stop(struct tw_broker *b);
 const char *tw_last_error(void);
 
 /**
- * The name of a status code ("TW_ERR_QUEUE_FULL"), static. Never NULL.
+ * The name of a status code ("TW_ERR_QUEUE_FULL"), static; "TW_UNKNOWN_STATUS" for a value
+ * that is no `tw_status`. It takes an `int` so that any value the C side holds is safe to pass.
+ * Never NULL. Any thread.
  */
-const char *tw_status_str(enum tw_status status);
+const char *tw_status_str(int status);
 
 /**
  * The library version ("0.1.0"), static. Never NULL.
@@ -359,9 +369,13 @@ const char *tw_version(void);
 
 /**
  * Sends the library's log lines up to `max_level` (`TW_LOG_ERROR` .. `TW_LOG_TRACE`) to
- * `callback`, or stops logging when `callback` is NULL. The callback runs on whichever broker
- * thread logs (workers, the caller of tw_* functions), so it and `user` must be thread-safe.
- * Returns TW_ERR_CONFIG if the process already installed another Rust logger. Any thread.
+ * `callback`, or stops logging when `callback` is NULL. Process-wide: one callback for every
+ * broker. The callback runs on whichever thread logs (a broker's worker threads, or the thread
+ * calling a `tw_*` function, e.g. `tw_broker_start` logs the bound addresses at TW_LOG_INFO),
+ * possibly on several at once, so it and `user` must be thread-safe; it must not call
+ * `tw_set_log_callback` (that would deadlock). When this function returns, no call to the
+ * previous callback is under way, so the previous `user` may be freed. Returns TW_ERR_CONFIG if
+ * the process already installed another Rust logger. Any thread.
  */
 enum tw_status tw_set_log_callback(tw_log_callback callback, void *user, int max_level);
 

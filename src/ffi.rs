@@ -89,7 +89,10 @@ pub struct tw_config {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum tw_connection_event {
+    /// A client finished the WebSocket handshake (public or local listener).
     TW_CONNECTION_OPENED = 1,
+    /// A client that had opened is gone: closed by either side, timed out, or closed by
+    /// `tw_broker_shutdown` (which reports every open client before it returns).
     TW_CONNECTION_CLOSED = 2,
 }
 
@@ -333,6 +336,13 @@ unsafe fn start(c: &tw_config) -> Result<tw_broker, tw_status> {
         ),
         e @ crate::Error::Io { .. } => fail(tw_status::TW_ERR_IO, e.to_string()),
     })?;
+    log::info!(
+        "broker started: subscribers at ws://{}/ws, local API {}",
+        broker.public_addr(),
+        broker
+            .local_addr()
+            .map_or_else(|| "disabled".to_owned(), |a| format!("at http://{a}"))
+    );
     let text = |a: SocketAddr| CString::new(a.to_string()).unwrap_or_default();
     Ok(tw_broker {
         publisher: broker.publisher(),
@@ -459,7 +469,8 @@ pub unsafe extern "C" fn tw_publish_batch(
     })
 }
 
-/// Fills `out` with the broker's counters. Any thread.
+/// Fills `out` with the broker's counters. Returns TW_ERR_STOPPED after `tw_broker_shutdown`
+/// (read the final counters before it). Any thread.
 ///
 /// # Safety
 /// `b` as for `tw_publish`; `out` is NULL or writable.
@@ -575,6 +586,7 @@ pub unsafe extern "C" fn tw_broker_shutdown(b: *const tw_broker) -> tw_status {
         let taken = unsafe { (*b).broker.lock().take() };
         if let Some(broker) = taken {
             broker.shutdown();
+            log::info!("broker stopped");
         }
         tw_status::TW_OK
     })
@@ -615,24 +627,42 @@ pub extern "C" fn tw_last_error() -> *const c_char {
     LAST_ERROR.with(|e| e.borrow().as_ptr())
 }
 
-/// The name of a status code ("TW_ERR_QUEUE_FULL"), static. Never NULL.
+/// The name of a status code ("TW_ERR_QUEUE_FULL"), static; "TW_UNKNOWN_STATUS" for a value
+/// that is no `tw_status`. It takes an `int` so that any value the C side holds is safe to pass.
+/// Never NULL. Any thread.
 #[no_mangle]
-pub extern "C" fn tw_status_str(status: tw_status) -> *const c_char {
-    let s: &'static CStr = match status {
-        tw_status::TW_OK => c"TW_OK",
-        tw_status::TW_ERR_NULL_ARGUMENT => c"TW_ERR_NULL_ARGUMENT",
-        tw_status::TW_ERR_INVALID_UTF8 => c"TW_ERR_INVALID_UTF8",
-        tw_status::TW_ERR_INVALID_TOPIC => c"TW_ERR_INVALID_TOPIC",
-        tw_status::TW_ERR_INVALID_PAYLOAD => c"TW_ERR_INVALID_PAYLOAD",
-        tw_status::TW_ERR_PAYLOAD_TOO_LARGE => c"TW_ERR_PAYLOAD_TOO_LARGE",
-        tw_status::TW_ERR_QUEUE_FULL => c"TW_ERR_QUEUE_FULL",
-        tw_status::TW_ERR_STOPPED => c"TW_ERR_STOPPED",
-        tw_status::TW_ERR_CONFIG => c"TW_ERR_CONFIG",
-        tw_status::TW_ERR_IO => c"TW_ERR_IO",
-        tw_status::TW_ERR_INTERNAL => c"TW_ERR_INTERNAL",
-        tw_status::TW_ERR_BUFFER_TOO_SMALL => c"TW_ERR_BUFFER_TOO_SMALL",
+pub extern "C" fn tw_status_str(status: c_int) -> *const c_char {
+    use tw_status::*;
+    const ALL: [tw_status; 12] = [
+        TW_OK,
+        TW_ERR_NULL_ARGUMENT,
+        TW_ERR_INVALID_UTF8,
+        TW_ERR_INVALID_TOPIC,
+        TW_ERR_INVALID_PAYLOAD,
+        TW_ERR_PAYLOAD_TOO_LARGE,
+        TW_ERR_QUEUE_FULL,
+        TW_ERR_STOPPED,
+        TW_ERR_CONFIG,
+        TW_ERR_IO,
+        TW_ERR_INTERNAL,
+        TW_ERR_BUFFER_TOO_SMALL,
+    ];
+    let name: &'static CStr = match ALL.into_iter().find(|s| *s as c_int == status) {
+        Some(TW_OK) => c"TW_OK",
+        Some(TW_ERR_NULL_ARGUMENT) => c"TW_ERR_NULL_ARGUMENT",
+        Some(TW_ERR_INVALID_UTF8) => c"TW_ERR_INVALID_UTF8",
+        Some(TW_ERR_INVALID_TOPIC) => c"TW_ERR_INVALID_TOPIC",
+        Some(TW_ERR_INVALID_PAYLOAD) => c"TW_ERR_INVALID_PAYLOAD",
+        Some(TW_ERR_PAYLOAD_TOO_LARGE) => c"TW_ERR_PAYLOAD_TOO_LARGE",
+        Some(TW_ERR_QUEUE_FULL) => c"TW_ERR_QUEUE_FULL",
+        Some(TW_ERR_STOPPED) => c"TW_ERR_STOPPED",
+        Some(TW_ERR_CONFIG) => c"TW_ERR_CONFIG",
+        Some(TW_ERR_IO) => c"TW_ERR_IO",
+        Some(TW_ERR_INTERNAL) => c"TW_ERR_INTERNAL",
+        Some(TW_ERR_BUFFER_TOO_SMALL) => c"TW_ERR_BUFFER_TOO_SMALL",
+        None => c"TW_UNKNOWN_STATUS",
     };
-    s.as_ptr()
+    name.as_ptr()
 }
 
 /// The library version ("0.1.0"), static. Never NULL.
@@ -671,7 +701,9 @@ impl log::Log for CLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        if let Some(sink) = LOG_SINK.read().as_ref() {
+        // Held across the call so that `tw_set_log_callback` can promise the old callback is no
+        // longer running when it returns; recursive, so a callback that logs cannot deadlock.
+        if let Some(sink) = LOG_SINK.read_recursive().as_ref() {
             let text = format!("{}", record.args()).replace('\0', " ");
             let message = CString::new(text).unwrap_or_default();
             let level = match record.level() {
@@ -691,9 +723,13 @@ impl log::Log for CLogger {
 static C_LOGGER: CLogger = CLogger;
 
 /// Sends the library's log lines up to `max_level` (`TW_LOG_ERROR` .. `TW_LOG_TRACE`) to
-/// `callback`, or stops logging when `callback` is NULL. The callback runs on whichever broker
-/// thread logs (workers, the caller of tw_* functions), so it and `user` must be thread-safe.
-/// Returns TW_ERR_CONFIG if the process already installed another Rust logger. Any thread.
+/// `callback`, or stops logging when `callback` is NULL. Process-wide: one callback for every
+/// broker. The callback runs on whichever thread logs (a broker's worker threads, or the thread
+/// calling a `tw_*` function, e.g. `tw_broker_start` logs the bound addresses at TW_LOG_INFO),
+/// possibly on several at once, so it and `user` must be thread-safe; it must not call
+/// `tw_set_log_callback` (that would deadlock). When this function returns, no call to the
+/// previous callback is under way, so the previous `user` may be freed. Returns TW_ERR_CONFIG if
+/// the process already installed another Rust logger. Any thread.
 #[no_mangle]
 pub extern "C" fn tw_set_log_callback(
     callback: tw_log_callback,
@@ -725,4 +761,57 @@ pub extern "C" fn tw_set_log_callback(
         });
         tw_status::TW_OK
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(ptr: *const c_char) -> String {
+        // SAFETY: every pointer passed here is a NUL-terminated string from this module.
+        unsafe { CStr::from_ptr(ptr) }
+            .to_str()
+            .expect("UTF-8")
+            .to_owned()
+    }
+
+    #[test]
+    fn a_panic_becomes_internal_with_a_message() {
+        let status = guard(tw_status::TW_ERR_INTERNAL, || -> tw_status {
+            panic!("a bug");
+        });
+        assert_eq!(status, tw_status::TW_ERR_INTERNAL);
+        assert!(text(tw_last_error()).contains("panic was caught"));
+    }
+
+    #[test]
+    fn every_status_has_its_name_and_others_are_unknown() {
+        use tw_status::*;
+        for (status, name) in [
+            (TW_OK, "TW_OK"),
+            (TW_ERR_NULL_ARGUMENT, "TW_ERR_NULL_ARGUMENT"),
+            (TW_ERR_QUEUE_FULL, "TW_ERR_QUEUE_FULL"),
+            (TW_ERR_BUFFER_TOO_SMALL, "TW_ERR_BUFFER_TOO_SMALL"),
+        ] {
+            assert_eq!(text(tw_status_str(status as c_int)), name);
+        }
+        for code in -11..=0 {
+            assert_ne!(text(tw_status_str(code)), "TW_UNKNOWN_STATUS", "{code}");
+        }
+        for code in [1, -12, c_int::MIN, c_int::MAX] {
+            assert_eq!(text(tw_status_str(code)), "TW_UNKNOWN_STATUS");
+        }
+    }
+
+    #[test]
+    fn the_last_error_is_per_thread() {
+        // SAFETY: NULL is allowed.
+        let status = unsafe { tw_config_init(std::ptr::null_mut()) };
+        assert_eq!(status, tw_status::TW_ERR_NULL_ARGUMENT);
+        assert_eq!(text(tw_last_error()), "cfg is NULL");
+        let other = std::thread::spawn(|| text(tw_last_error()))
+            .join()
+            .expect("thread");
+        assert_eq!(other, "");
+    }
 }

@@ -2,9 +2,15 @@
  * Every bad argument gets its status code and a useful tw_last_error(), never a crash.
  * Exits 0 when all checks pass; prints each failure otherwise.
  */
+#define _POSIX_C_SOURCE 200809L /* sockets */
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "tickwire.h"
 
@@ -23,26 +29,79 @@ static void expect(const char *what, tw_status got, tw_status want, const char *
     }
 }
 
+/* tw_broker_start(cfg) must return NULL, with a tw_last_error() mentioning `needle`. */
+static void expect_no_start(const char *what, const tw_config *cfg, const char *needle) {
+    tw_broker *b = tw_broker_start(cfg);
+    const char *err = tw_last_error();
+    if (b != NULL) {
+        printf("FAIL %s: a broker started\n", what);
+        failures++;
+        tw_broker_stop(b);
+    } else if (strstr(err, needle) == NULL) {
+        printf("FAIL %s: tw_last_error() \"%s\" does not mention \"%s\"\n", what, err, needle);
+        failures++;
+    } else {
+        printf("ok   %s: NULL: %s\n", what, err);
+    }
+}
+
 int main(void) {
     const uint8_t json[] = "{\"bid\":1}";
     const size_t len = sizeof json - 1;
 
     expect("NULL config", tw_config_init(NULL), TW_ERR_NULL_ARGUMENT, "cfg");
-    if (tw_broker_start(NULL) != NULL) {
-        printf("FAIL start(NULL) returned a handle\n");
-        failures++;
-    }
+    expect_no_start("start with a NULL config", NULL, "cfg is NULL");
     expect("publish on a NULL handle", tw_publish(NULL, "quotes/A", json, len, NULL),
            TW_ERR_NULL_ARGUMENT, "handle");
+    tw_message one = {"quotes/A", json, len};
+    expect("batch on a NULL handle", tw_publish_batch(NULL, &one, 1, NULL), TW_ERR_NULL_ARGUMENT,
+           "handle");
+    tw_stats no_stats;
+    expect("stats of a NULL handle", tw_broker_stats(NULL, &no_stats), TW_ERR_NULL_ARGUMENT,
+           "handle");
+    char addr[64];
+    expect("address of a NULL handle", tw_broker_public_addr(NULL, addr, sizeof addr),
+           TW_ERR_NULL_ARGUMENT, "handle");
+    expect("local address of a NULL handle", tw_broker_local_addr(NULL, addr, sizeof addr),
+           TW_ERR_NULL_ARGUMENT, "handle");
+    expect("shutdown of a NULL handle", tw_broker_shutdown(NULL), TW_ERR_NULL_ARGUMENT, "handle");
+    if (strcmp(tw_status_str(-1000), "TW_UNKNOWN_STATUS") != 0 ||
+        strcmp(tw_status_str(TW_ERR_STOPPED), "TW_ERR_STOPPED") != 0) {
+        printf("FAIL tw_status_str names\n");
+        failures++;
+    }
 
     tw_config cfg;
     tw_config_init(&cfg);
     cfg.listen = "not an address";
-    if (tw_broker_start(&cfg) != NULL) {
-        printf("FAIL a bad listen address started a broker\n");
-        failures++;
+    expect_no_start("bad listen address", &cfg, "not host:port");
+    cfg.listen = "127.0.0.1:\xc3";
+    expect_no_start("non-UTF-8 listen address", &cfg, "not UTF-8");
+    cfg.listen = NULL;
+    expect_no_start("NULL listen address", &cfg, "listen is NULL");
+    cfg.listen = "127.0.0.1:0";
+    cfg.publish_queue = 0;
+    expect_no_start("a zero publish queue", &cfg, "publish_queue must be at least 1");
+    tw_config_init(&cfg);
+
+    /* A port another socket listens on: the broker cannot bind it (TW_ERR_IO's case). */
+    int other = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin;
+    memset(&sin, 0, sizeof sin);
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sin_len = sizeof sin;
+    if (other < 0 || bind(other, (struct sockaddr *)&sin, sizeof sin) != 0 || listen(other, 1) != 0 ||
+        getsockname(other, (struct sockaddr *)&sin, &sin_len) != 0) {
+        printf("FAIL cannot set up a listening socket\n");
+        return 1;
     }
-    printf("ok   bad listen address: %s\n", tw_last_error());
+    char in_use[32];
+    snprintf(in_use, sizeof in_use, "127.0.0.1:%u", (unsigned)ntohs(sin.sin_port));
+    cfg.listen = in_use;
+    cfg.local_listen = NULL;
+    expect_no_start("an address in use", &cfg, "in use");
+    close(other);
 
     cfg.listen = "127.0.0.1:0";
     cfg.local_listen = NULL;
@@ -77,6 +136,10 @@ int main(void) {
     char tiny[4];
     expect("address buffer too small", tw_broker_public_addr(b, tiny, sizeof tiny),
            TW_ERR_BUFFER_TOO_SMALL, "needed");
+    expect("address into NULL", tw_broker_public_addr(b, NULL, 64), TW_ERR_NULL_ARGUMENT, "buf");
+    expect("local address when disabled", tw_broker_local_addr(b, addr, sizeof addr),
+           TW_ERR_CONFIG, "disabled");
+    expect("stats into NULL", tw_broker_stats(b, NULL), TW_ERR_NULL_ARGUMENT, "out");
 
     tw_message batch[2] = {{"quotes/A", json, len}, {"quotes//B", json, len}};
     size_t published = 99;
@@ -86,12 +149,28 @@ int main(void) {
         printf("FAIL a failed batch wrote published=%zu\n", published);
         failures++;
     }
+    expect("batch from NULL", tw_publish_batch(b, NULL, 2, &published), TW_ERR_NULL_ARGUMENT,
+           "messages");
     batch[1].topic = "quotes/B";
+    batch[1].len = sizeof big;
+    batch[1].payload = (const uint8_t *)big;
+    expect("batch with a payload over the limit", tw_publish_batch(b, batch, 2, &published),
+           TW_ERR_PAYLOAD_TOO_LARGE, "messages[1]");
+    batch[1].payload = json;
+    batch[1].len = len;
     expect("good batch", tw_publish_batch(b, batch, 2, &published), TW_OK, NULL);
+    if (published != 2) {
+        printf("FAIL a good batch wrote published=%zu\n", published);
+        failures++;
+    }
+    expect("empty batch", tw_publish_batch(b, NULL, 0, NULL), TW_OK, NULL);
 
     expect("shutdown", tw_broker_shutdown(b), TW_OK, NULL);
     expect("publish after stop", tw_publish(b, "quotes/A", json, len, NULL), TW_ERR_STOPPED,
            "shutting down");
+    expect("batch after stop", tw_publish_batch(b, batch, 2, NULL), TW_ERR_STOPPED,
+           "shutting down");
+    expect("second shutdown", tw_broker_shutdown(b), TW_OK, NULL);
     tw_stats st;
     expect("stats after stop", tw_broker_stats(b, &st), TW_ERR_STOPPED, "stopped");
     tw_broker_free(b);

@@ -3,10 +3,13 @@
  *
  * Usage: publisher [SECONDS] [LISTEN]     (defaults: 5, 127.0.0.1:8080)
  * Prints "listening on ws://HOST:PORT/ws" first, publishes quotes/<SYMBOL> about 1000 times a
- * second for SECONDS, then prints the broker's counters and stops it.
+ * second for SECONDS, then prints the broker's counters, stops it, and prints how many clients
+ * opened and closed (counted by the connection callback). The library's log lines go to stderr
+ * through the log callback.
  */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime, nanosleep */
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +21,26 @@
 #define N_SYMBOLS 4
 
 static const char *const SYMBOLS[N_SYMBOLS] = {"AAPL", "MSFT", "NVDA", "BRK.B"};
+
+/* Both callbacks run on broker threads (a worker, or the thread calling tw_*), possibly at once:
+ * they only touch atomics and stderr. */
+static atomic_ulong clients_opened, clients_closed;
+
+static void on_connection(tw_connection_event event, size_t open_clients, void *user) {
+    (void)open_clients;
+    (void)user;
+    if (event == TW_CONNECTION_OPENED) {
+        atomic_fetch_add(&clients_opened, 1);
+    } else {
+        atomic_fetch_add(&clients_closed, 1);
+    }
+}
+
+static void on_log(int level, const char *message, void *user) {
+    static const char *const NAMES[] = {"?", "ERROR", "WARN", "INFO", "DEBUG", "TRACE"};
+    fprintf((FILE *)user, "tickwire %s: %s\n", NAMES[level >= 1 && level <= 5 ? level : 0],
+            message);
+}
 
 static double now_seconds(void) {
     struct timespec ts;
@@ -34,11 +57,17 @@ int main(int argc, char **argv) {
     double seconds = argc > 1 ? atof(argv[1]) : 5.0;
     const char *listen = argc > 2 ? argv[2] : "127.0.0.1:8080";
 
+    if (tw_set_log_callback(on_log, stderr, TW_LOG_INFO) != TW_OK) {
+        fprintf(stderr, "publisher: %s\n", tw_last_error());
+    }
+
     tw_config cfg;
     tw_config_init(&cfg);
     cfg.listen = listen;
     cfg.local_listen = NULL; /* this program is the only publisher */
     cfg.workers = 1;
+    cfg.on_connection = on_connection;
+    cfg.on_connection_user = NULL;
 
     tw_broker *broker = tw_broker_start(&cfg);
     if (broker == NULL) {
@@ -91,5 +120,8 @@ int main(int argc, char **argv) {
                (unsigned long long)stats.connections);
     }
     tw_broker_stop(broker);
+    printf("clients opened %lu, closed %lu\n", atomic_load(&clients_opened),
+           atomic_load(&clients_closed));
+    tw_set_log_callback(NULL, NULL, 0);
     return 0;
 }

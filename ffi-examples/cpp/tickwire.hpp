@@ -51,6 +51,8 @@ class Config {
 
 class Broker {
   public:
+    // Starts the broker; throws tickwire::Error if it cannot. tw_broker_start answers only NULL
+    // and a message, so the status is TW_ERR_IO for every start failure: read what().
     explicit Broker(const Config &config) : raw_(tw_broker_start(config.get())) {
         if (raw_ == nullptr) throw Error(TW_ERR_IO, tw_last_error());
     }
