@@ -336,13 +336,6 @@ unsafe fn start(c: &tw_config) -> Result<tw_broker, tw_status> {
         ),
         e @ crate::Error::Io { .. } => fail(tw_status::TW_ERR_IO, e.to_string()),
     })?;
-    log::info!(
-        "broker started: subscribers at ws://{}/ws, local API {}",
-        broker.public_addr(),
-        broker
-            .local_addr()
-            .map_or_else(|| "disabled".to_owned(), |a| format!("at http://{a}"))
-    );
     let text = |a: SocketAddr| CString::new(a.to_string()).unwrap_or_default();
     Ok(tw_broker {
         publisher: broker.publisher(),
@@ -586,7 +579,6 @@ pub unsafe extern "C" fn tw_broker_shutdown(b: *const tw_broker) -> tw_status {
         let taken = unsafe { (*b).broker.lock().take() };
         if let Some(broker) = taken {
             broker.shutdown();
-            log::info!("broker stopped");
         }
         tw_status::TW_OK
     })

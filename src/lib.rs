@@ -212,6 +212,14 @@ impl Broker {
             source,
         })?;
         shared.hub.set_notifiers(server.notifiers());
+        log::info!(
+            "broker started with {workers} worker(s): subscribers at ws://{}/ws, local API {}",
+            server.local_addrs()[0],
+            server
+                .local_addrs()
+                .get(1)
+                .map_or_else(|| "off".to_owned(), |a| format!("at http://{a}"))
+        );
         let _ = shared.engine.set(server.stats_source());
         Ok(Broker {
             server: Some(server),
@@ -266,6 +274,7 @@ impl Broker {
         self.shared.hub.stop_publishing();
         if let Some(server) = self.server.take() {
             server.shutdown();
+            log::info!("broker stopped");
         }
     }
 }

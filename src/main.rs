@@ -216,24 +216,29 @@ fn build_config(cli: &Cli) -> Result<Config, String> {
 }
 
 fn print_banner(broker: &Broker, demo: bool) {
+    use std::io::Write;
     let public = broker.public_addr();
-    println!("tickwire {} is running", env!("CARGO_PKG_VERSION"));
-    println!("  quote board:  http://{public}/");
-    println!("  subscribe:    ws://{public}/ws");
+    let mut text = format!(
+        "tickwire {} is running\n  quote board:  http://{public}/\n  subscribe:    ws://{public}/ws\n",
+        env!("CARGO_PKG_VERSION")
+    );
     match broker.local_addr() {
-        Some(local) => {
-            println!("  publish:      http://{local}/publish  (or ws://{local}/publish)");
-            println!("  operations:   http://{local}/metrics  /healthz  /topics");
-        }
-        None => println!("  local API:    off"),
+        Some(local) => text.push_str(&format!(
+            "  publish:      http://{local}/publish  (or ws://{local}/publish)\n  \
+             operations:   http://{local}/metrics  /healthz  /topics\n"
+        )),
+        None => text.push_str("  local API:    off\n"),
     }
     if demo {
-        println!(
-            "  demo feed:    {} symbols on quotes/<SYMBOL>",
+        text.push_str(&format!(
+            "  demo feed:    {} symbols on quotes/<SYMBOL>\n",
             tickwire::demo::SYMBOLS.len()
-        );
+        ));
     }
-    println!("Press Ctrl-C to stop.");
+    text.push_str("Press Ctrl-C to stop.\n");
+    // Whoever started us may have stopped reading stdout: that must not stop the broker.
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 /// Each connection is a file descriptor: raise the soft limit toward `max_connections`.

@@ -75,3 +75,15 @@ fn a_body_over_8_mib_is_refused_before_it_is_read() {
     assert!(resp.contains("over the limit"), "{resp}");
     assert_eq!(b::metric(&broker, "tickwire_handshake_errors_total"), 1);
 }
+
+#[test]
+fn a_second_broker_on_the_same_port_fails_to_start() {
+    let first = b::start(|_| {});
+    let taken = first.public_addr();
+    let second = tickwire::Broker::builder()
+        .listen(taken)
+        .local_listen(None)
+        .start();
+    let err = second.err().expect("the port is taken");
+    assert!(err.to_string().contains("cannot listen"), "{err}");
+}

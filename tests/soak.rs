@@ -24,6 +24,8 @@ const TOPICS: usize = 20;
 
 struct Server {
     child: Child,
+    /// The server's stderr, read to the end by a thread.
+    log: Option<thread::JoinHandle<String>>,
     public: SocketAddr,
     local: SocketAddr,
 }
@@ -45,6 +47,12 @@ impl Server {
             .spawn()
             .expect("tickwire starts");
         let stdout = child.stdout.take().expect("stdout");
+        let mut stderr = child.stderr.take().expect("stderr");
+        let log = Some(thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        }));
         let mut lines = BufReader::new(stdout).lines();
         let mut find = |prefix: &str| -> SocketAddr {
             loop {
@@ -57,8 +65,11 @@ impl Server {
         };
         let public = find("subscribe:");
         let local = find("publish:");
+        // Keep reading both pipes so the server never writes to a closed or full one.
+        thread::spawn(move || lines.for_each(drop));
         Server {
             child,
+            log,
             public,
             local,
         }
@@ -270,13 +281,10 @@ fn churn_under_publishing_stays_flat_and_loses_nothing() {
     };
     assert!(exit.success(), "exit status {exit}");
     assert_eq!(going_away, 80, "every long-lived client got 1001");
-    let mut log = String::new();
-    server
-        .child
-        .stderr
+    let log = server
+        .log
         .take()
-        .expect("stderr")
-        .read_to_string(&mut log)
-        .expect("log");
+        .map(|h| h.join().expect("log reader"))
+        .unwrap_or_default();
     assert!(!log.contains("panicked"), "panic in the log:\n{log}");
 }

@@ -1,8 +1,8 @@
 //! The event loop that owns the sockets: mio workers, connections, outbound queues, HTTP routes.
 //!
 //! [`Server::start`] binds the listeners and starts one worker thread per core. Each worker has
-//! its own `mio::Poll`, its own `SO_REUSEPORT` copy of every listener (the kernel spreads new
-//! connections over them), its own `Slab` of connections and its own [`Handler`]. The worker reads
+//! its own `mio::Poll` watching a copy of every listening socket (whichever worker is free
+//! accepts), its own `Slab` of connections and its own [`Handler`]. The worker reads
 //! until `WouldBlock`, hands whole requests and messages to the handler, and flushes each
 //! connection the handler wrote to once per loop turn, many frames in one `writev`.
 //!
@@ -299,20 +299,24 @@ impl Server {
             connections: listeners.iter().map(|_| AtomicUsize::new(0)).collect(),
             ..Shared::default()
         });
-        // The first worker's sockets fix the ports; the others bind the same ports.
+        // One socket per address, shared by every worker's poll (an accept that loses the race
+        // just sees WouldBlock). No SO_REUSEPORT: a second server on the same port must fail
+        // to start, not silently take half the connections.
         let mut local_addrs = Vec::with_capacity(listeners.len());
+        let mut bound = Vec::with_capacity(listeners.len());
+        for addr in listeners {
+            let sock = bind(*addr)?;
+            local_addrs.push(sock.local_addr()?);
+            bound.push(sock);
+        }
         let mut per_worker: Vec<Vec<std::net::TcpListener>> = Vec::with_capacity(workers);
-        for w in 0..workers {
-            let mut socks = Vec::with_capacity(listeners.len());
-            for (i, addr) in listeners.iter().enumerate() {
-                let addr = if w == 0 { *addr } else { local_addrs[i] };
-                let sock = bind_reuseport(addr)?;
-                if w == 0 {
-                    local_addrs.push(sock.local_addr()?);
-                }
-                socks.push(sock);
-            }
-            per_worker.push(socks);
+        for _ in 0..workers {
+            per_worker.push(
+                bound
+                    .iter()
+                    .map(|l| l.try_clone())
+                    .collect::<io::Result<_>>()?,
+            );
         }
         let mut notifiers = Vec::with_capacity(workers);
         let mut threads = Vec::with_capacity(workers);
@@ -416,12 +420,12 @@ impl StatsSource {
     }
 }
 
-/// A non-blocking listener with SO_REUSEPORT, so every worker can have its own.
-fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+/// A non-blocking listener. SO_REUSEADDR lets a restarted server bind while old connections
+/// sit in TIME_WAIT; it does not let two servers share the port.
+fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;

@@ -32,6 +32,9 @@ fn listener_token(index: usize) -> Token {
 const SCRATCH_BYTES: usize = 64 * 1024;
 /// Reads per connection per turn before the others get their go (fairness under floods).
 const READS_PER_TURN: usize = 16;
+/// Connections a worker accepts per turn: the workers share each listening socket, so taking a
+/// few at a time spreads a burst of new connections over all of them.
+const ACCEPTS_PER_TURN: usize = 32;
 
 /// The state the handler can reach through an [`Outbox`]: connections and their queues.
 struct Core {
@@ -356,6 +359,8 @@ pub(crate) struct Worker<H> {
     notifier: Arc<Notifier>,
     /// An accept failed (out of file descriptors): try again at the next tick.
     retry_accept: bool,
+    /// The accept budget ran out with connections maybe still waiting: accept again next turn.
+    accept_again: bool,
 }
 
 impl<H: Handler> Worker<H> {
@@ -390,6 +395,7 @@ impl<H: Handler> Worker<H> {
             scratch: vec![0u8; SCRATCH_BYTES].into_boxed_slice(),
             notifier,
             retry_accept: false,
+            accept_again: false,
         })
     }
 
@@ -415,6 +421,7 @@ impl<H: Handler> Worker<H> {
             self.notifier.sleeping.store(true, Ordering::SeqCst);
             std::sync::atomic::fence(Ordering::SeqCst);
             if !self.core.resume.is_empty()
+                || self.accept_again
                 || self.handler.has_pending_work()
                 || (shutdown_deadline.is_none() && self.core.shared.shutdown.load(Ordering::SeqCst))
             {
@@ -444,6 +451,11 @@ impl<H: Handler> Worker<H> {
                             self.core.flush(id);
                         }
                     }
+                }
+            }
+            if mem::take(&mut self.accept_again) {
+                for i in 0..self.listeners.len() {
+                    self.accept(i);
                 }
             }
             for id in mem::take(&mut self.core.resume) {
@@ -495,7 +507,7 @@ impl<H: Handler> Worker<H> {
         // Ids of closed connections must not be reused before the handler heard of it.
         self.notify_closed();
         let shared = self.core.shared.clone();
-        loop {
+        for _ in 0..ACCEPTS_PER_TURN {
             let Some(listener) = self.listeners.get(index) else {
                 return;
             };
@@ -522,6 +534,8 @@ impl<H: Handler> Worker<H> {
                 }
             }
         }
+        // The budget ran out before WouldBlock: more may wait, and no new edge will say so.
+        self.accept_again = true;
     }
 
     fn add_connection(&mut self, mut socket: TcpStream, listener: usize) {
