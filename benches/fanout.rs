@@ -227,6 +227,8 @@ fn ceiling_server() {
         s: TcpStream,
         inbuf: Vec<u8>,
         out: Vec<u8>,
+        /// In this turn's write list.
+        queued: bool,
     }
     let mut conns: slab::Slab<Conn> = slab::Slab::new();
     let mut by_topic: HashMap<String, Vec<usize>> = HashMap::new();
@@ -234,10 +236,25 @@ fn ceiling_server() {
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; 64 * 1024];
     let mut touched: Vec<usize> = Vec::new();
+    // Connections stopped before WouldBlock (the publisher, under load): read again next turn.
+    let mut again: Vec<usize> = Vec::new();
     loop {
-        poll.poll(&mut events, None).expect("poll");
+        let timeout = if again.is_empty() {
+            None
+        } else {
+            Some(Duration::ZERO)
+        };
+        poll.poll(&mut events, timeout).expect("poll");
+        let mut ready: Vec<(usize, bool)> = std::mem::take(&mut again)
+            .into_iter()
+            .map(|id| (id, false))
+            .collect();
         for ev in events.iter() {
-            if ev.token() == Token(usize::MAX) {
+            if ev.token() != Token(usize::MAX) {
+                ready.push((ev.token().0, ev.is_writable()));
+                continue;
+            }
+            {
                 while let Ok((mut s, _)) = listener.accept() {
                     let _ = s.set_nodelay(true);
                     let e = conns.vacant_entry();
@@ -252,12 +269,20 @@ fn ceiling_server() {
                         s,
                         inbuf: Vec::new(),
                         out: Vec::new(),
+                        queued: false,
                     });
                 }
                 continue;
             }
-            let id = ev.token().0;
+        }
+        for (id, writable) in ready {
+            let mut reads = 0;
             while let Some(c) = conns.get_mut(id) {
+                if reads == 16 {
+                    again.push(id);
+                    break;
+                }
+                reads += 1;
                 match c.s.read(&mut buf) {
                     Ok(0) => {
                         conns.remove(id);
@@ -284,7 +309,8 @@ fn ceiling_server() {
                     let frame = encode_server_frame(OpCode::Text, json.as_bytes());
                     for &sub in by_topic.get(topic).map(Vec::as_slice).unwrap_or(&[]) {
                         if let Some(sc) = conns.get_mut(sub) {
-                            if sc.out.is_empty() {
+                            if !sc.queued {
+                                sc.queued = true;
                                 touched.push(sub);
                             }
                             sc.out.extend_from_slice(&frame);
@@ -296,12 +322,16 @@ fn ceiling_server() {
             if let Some(c) = conns.get_mut(id) {
                 c.inbuf = inbuf;
             }
-            if ev.is_writable() && !touched.contains(&id) {
-                touched.push(id);
+            if let Some(c) = conns.get_mut(id) {
+                if writable && !c.queued && !c.out.is_empty() {
+                    c.queued = true;
+                    touched.push(id);
+                }
             }
         }
         for id in touched.drain(..) {
             if let Some(c) = conns.get_mut(id) {
+                c.queued = false;
                 while !c.out.is_empty() {
                     match c.s.write(&c.out) {
                         Ok(n) => {
