@@ -92,6 +92,8 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
     Tickwire,
+    /// tokio-tungstenite on a current-thread runtime: what a Rust user would write.
+    Tokio,
     Ceiling,
 }
 
@@ -124,6 +126,11 @@ impl Server {
                 c.arg("--ceiling-server");
                 c
             }
+            Kind::Tokio => {
+                let mut c = Command::new(std::env::current_exe().expect("own path"));
+                c.arg("--tokio-server");
+                c
+            }
         };
         pin(&mut cmd, 0);
         let mut child = cmd.stdout(Stdio::piped()).spawn().expect("server starts");
@@ -144,7 +151,7 @@ impl Server {
             text.push_str(&String::from_utf8_lossy(&buf[..n]));
             let keys = match kind {
                 Kind::Tickwire => ("subscribe:", "publish:"),
-                Kind::Ceiling => ("subscribe", "publish"),
+                Kind::Ceiling | Kind::Tokio => ("subscribe", "publish"),
             };
             if let (Some(s), Some(p)) = (find(&text, keys.0), find(&text, keys.1)) {
                 break (s, p);
@@ -346,6 +353,102 @@ fn ceiling_server() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The tokio-tungstenite peer
+
+/// The same protocol as tickwire (`/ws?subscribe=a,b` and a streaming publisher at `/publish`),
+/// written the way a Rust user would with tokio-tungstenite: a task per connection, an unbounded
+/// channel per subscriber, one current-thread runtime (one core, like tickwire's one worker).
+// tungstenite's handshake callback fixes its error type (an HTTP response); not ours to shrink.
+#[allow(clippy::result_large_err)]
+mod tokio_peer {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::rc::Rc;
+
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::net::TcpListener;
+    use tokio::sync::mpsc;
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+    use tokio_tungstenite::tungstenite::Message;
+
+    type Subscribers = Rc<RefCell<HashMap<String, Vec<mpsc::UnboundedSender<Message>>>>>;
+
+    pub fn serve() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            println!("subscribe {addr}\npublish {addr}");
+            let subs: Subscribers = Rc::default();
+            let seqs: Rc<RefCell<HashMap<String, u64>>> = Rc::default();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let _ = stream.set_nodelay(true);
+                let (subs, seqs) = (subs.clone(), seqs.clone());
+                tokio::task::spawn_local(async move {
+                    let mut path = String::new();
+                    let ws = tokio_tungstenite::accept_hdr_async(stream, |req: &Request, resp: Response| {
+                        path = req.uri().to_string();
+                        Ok(resp)
+                    })
+                    .await;
+                    let Ok(ws) = ws else { return };
+                    let (mut sink, mut stream) = ws.split();
+                    if path.starts_with("/publish") {
+                        while let Some(Ok(Message::Text(text))) = stream.next().await {
+                            let v: serde_json::Value = match serde_json::from_str(&text) {
+                                Ok(v) => v,
+                                Err(_) => continue,
+                            };
+                            let topic = v["topic"].as_str().unwrap_or("").to_owned();
+                            let seq = {
+                                let mut s = seqs.borrow_mut();
+                                let n = s.entry(topic.clone()).or_insert(0);
+                                *n += 1;
+                                *n
+                            };
+                            let msg = Message::text(format!(
+                                "{{\"type\":\"msg\",\"topic\":\"{topic}\",\"seq\":{seq},\"data\":{}}}",
+                                v["data"]
+                            ));
+                            if let Some(list) = subs.borrow_mut().get_mut(&topic) {
+                                list.retain(|tx| tx.send(msg.clone()).is_ok());
+                            }
+                        }
+                        return;
+                    }
+                    let topics = path.split_once("subscribe=").map_or("", |(_, t)| t).to_owned();
+                    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+                    for t in topics.split(',').filter(|t| !t.is_empty()) {
+                        subs.borrow_mut().entry(t.to_owned()).or_default().push(tx.clone());
+                    }
+                    drop(tx);
+                    tokio::task::spawn_local(async move { while stream.next().await.is_some() {} });
+                    // Feed what is queued, flush once the queue is empty.
+                    while let Some(msg) = rx.recv().await {
+                        if sink.feed(msg).await.is_err() {
+                            return;
+                        }
+                        while let Ok(more) = rx.try_recv() {
+                            if sink.feed(more).await.is_err() {
+                                return;
+                            }
+                        }
+                        if sink.flush().await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The load generator
 
 struct Sub {
@@ -381,7 +484,7 @@ fn connect_all(server: &Server, sc: &Scenario, poll: &Poll) -> (slab::Slab<Sub>,
         std.set_nodelay(true).ok();
         let mut std = std;
         let hello = match server.kind {
-            Kind::Tickwire => format!(
+            Kind::Tickwire | Kind::Tokio => format!(
                 "GET /ws?subscribe={} HTTP/1.1\r\nHost: b\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
                 names.join(",")
@@ -486,7 +589,7 @@ fn publisher(
     let mut s = StdStream::connect(addr).expect("publisher connects");
     s.set_nodelay(true).ok();
     match server_kind {
-        Kind::Tickwire => {
+        Kind::Tickwire | Kind::Tokio => {
             s.write_all(b"GET /publish HTTP/1.1\r\nHost: b\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").expect("upgrade");
             let mut head = Vec::new();
@@ -526,7 +629,7 @@ fn publisher(
             let t = epoch.elapsed().as_micros();
             let payload = format!("{{\"t\":{t},\"pad\":\"{pad}\"}}");
             match server_kind {
-                Kind::Tickwire => {
+                Kind::Tickwire | Kind::Tokio => {
                     let msg = format!("{{\"topic\":\"{topic}\",\"data\":{payload}}}");
                     batch.extend(encode_client_frame(
                         true,
@@ -672,6 +775,10 @@ fn main() {
         ceiling_server();
         return;
     }
+    if args.iter().any(|a| a == "--tokio-server") {
+        tokio_peer::serve();
+        return;
+    }
     if !args.iter().any(|a| a == "--bench") {
         // `cargo test --all-targets` runs bench binaries without `--bench`: a load run is not a
         // test, so say how to run it and stop.
@@ -704,7 +811,7 @@ fn main() {
                 ""
             }
         );
-        for kind in [Kind::Tickwire, Kind::Ceiling] {
+        for kind in [Kind::Tickwire, Kind::Tokio, Kind::Ceiling] {
             rows.push(run(kind, sc));
         }
     }
