@@ -4,16 +4,27 @@
 //! delivery (from /proc/PID/stat). It checks per-topic order and counts losses, so a fast wrong
 //! answer cannot win.
 //!
-//! Servers: `tickwire` (the release binary, one worker) and the ceiling: a plain mio TCP server
-//! in this same executable (`--ceiling-server`) that writes the same pre-encoded frames without
-//! any WebSocket work. Peers (tokio-tungstenite, Node `ws`) are not wired in yet.
+//! Servers, each started as its own process by this same run:
+//! - `tickwire`: the release binary (one worker; two with `--both-cores`);
+//! - `tokio`: a tokio-tungstenite broadcast server in this executable (`--tokio-server`), the
+//!   peer a Rust user would write;
+//! - `node`: a Node.js `ws` server (`benches/peers/node/server.js`, installed with `npm ci` on
+//!   first use; skipped with a message when node or npm is missing);
+//! - `ceiling`: a plain mio TCP server in this executable (`--ceiling-server`) writing the same
+//!   pre-encoded frames with no WebSocket work: the most any broker could reach here.
 //!
-//! `cargo bench --bench fanout -- --quick` (seconds per scenario, small counts) or without
-//! `--quick` for the full sizes. `--only S1` runs one scenario.
+//! By default the server runs on core 0 and the generator on core 1 (taskset), so each has a
+//! core of its own; `--both-cores` leaves both unpinned (tickwire then runs two workers).
+//!
+//! `cargo bench --bench fanout -- --quick` (a few seconds per scenario, smaller counts) or
+//! without `--quick` for the full sizes; `--only S1` runs one scenario; `--sweep` runs the
+//! broadcast at growing subscriber counts (the plot in BENCHMARKS.md); `--csv FILE` writes
+//! every row as CSV too.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -33,47 +44,42 @@ struct Scenario {
     subscribers: usize,
     topics: usize,
     topics_per_subscriber: usize,
-    /// Publications per second, or `None` for as fast as the server accepts.
+    /// Publications per second, or `None` for as fast as the whole system delivers (at most
+    /// `WINDOW` publications on their way, so no server can build an unbounded backlog).
     rate: Option<u64>,
     seconds: u64,
     /// Idle connections only (memory per connection).
     idle: bool,
 }
 
+/// At max rate, how many publications may be published and not yet received everywhere.
+const WINDOW: u64 = 200;
+
 fn scenarios(quick: bool) -> Vec<Scenario> {
     let (big, mid, idle, secs) = if quick {
-        (2_000, 500, 5_000, 3)
+        (2_000, 1_000, 5_000, 3)
     } else {
-        (10_000, 1_000, 19_000, 10)
+        (10_000, 1_000, 20_000, 10)
     };
+    let sc = |name, subscribers, topics, topics_per_subscriber, rate| Scenario {
+        name,
+        subscribers,
+        topics,
+        topics_per_subscriber,
+        rate,
+        seconds: secs,
+        idle: false,
+    };
+    // The fixed rates are what every server here sustains: the same work for each, so CPU per
+    // delivery compares like with like (S1f: 100 deliveries per publication per 1,000
+    // subscribers; S2f: one per subscriber).
+    let per_k = (big / 1_000) as u64;
     vec![
-        Scenario {
-            name: "S1",
-            subscribers: big,
-            topics: 100,
-            topics_per_subscriber: 10,
-            rate: None,
-            seconds: secs,
-            idle: false,
-        },
-        Scenario {
-            name: "S2",
-            subscribers: big,
-            topics: 1,
-            topics_per_subscriber: 1,
-            rate: None,
-            seconds: secs,
-            idle: false,
-        },
-        Scenario {
-            name: "S3",
-            subscribers: mid,
-            topics: 10,
-            topics_per_subscriber: 1,
-            rate: Some(1000),
-            seconds: secs,
-            idle: false,
-        },
+        sc("S1", big, 100, 10, None),
+        sc("S1f", big, 100, 10, Some(2_000 / per_k)),
+        sc("S2", big, 1, 1, None),
+        sc("S2f", big, 1, 1, Some(200 / per_k)),
+        sc("S3", mid, 10, 1, Some(1_000)),
         Scenario {
             name: "S4",
             subscribers: idle,
@@ -86,6 +92,27 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
     ]
 }
 
+/// The broadcast (S2) at growing subscriber counts, for the plot.
+fn sweep(quick: bool) -> Vec<Scenario> {
+    let counts: &[usize] = if quick {
+        &[250, 1_000, 4_000]
+    } else {
+        &[250, 500, 1_000, 2_000, 5_000, 10_000]
+    };
+    counts
+        .iter()
+        .map(|&subscribers| Scenario {
+            name: "sweep",
+            subscribers,
+            topics: 1,
+            topics_per_subscriber: 1,
+            rate: None,
+            seconds: if quick { 2 } else { 5 },
+            idle: false,
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Servers under test
 
@@ -94,7 +121,34 @@ enum Kind {
     Tickwire,
     /// tokio-tungstenite on a current-thread runtime: what a Rust user would write.
     Tokio,
+    /// Node.js with the `ws` package.
+    Node,
     Ceiling,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Tickwire => "tickwire",
+            Kind::Tokio => "tokio",
+            Kind::Node => "node",
+            Kind::Ceiling => "ceiling",
+        }
+    }
+
+    /// Whether it speaks WebSocket (all but the ceiling).
+    fn websocket(self) -> bool {
+        self != Kind::Ceiling
+    }
+}
+
+/// How the run places processes on cores.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cores {
+    /// Server on core 0, generator on core 1.
+    Pinned,
+    /// Both unpinned; tickwire runs two workers.
+    Both,
 }
 
 struct Server {
@@ -106,33 +160,36 @@ struct Server {
 }
 
 impl Server {
-    fn start(kind: Kind) -> Server {
+    fn start(kind: Kind, cores: Cores) -> Server {
+        let own = || Command::new(std::env::current_exe().expect("own path"));
         let mut cmd = match kind {
             Kind::Tickwire => {
                 let mut c = Command::new(env!("CARGO_BIN_EXE_tickwire"));
-                c.args([
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--local-listen",
-                    "127.0.0.1:0",
-                    "--workers",
-                    "1",
-                ]);
-                c.args(["--log-level", "error", "--publish-queue", "65536"]);
+                let workers = if cores == Cores::Both { "2" } else { "1" };
+                c.args(["--listen", "127.0.0.1:0", "--local-listen", "127.0.0.1:0"]);
+                c.args(["--workers", workers, "--log-level", "error"]);
+                c.args(["--publish-queue", "65536"]);
                 c
             }
             Kind::Ceiling => {
-                let mut c = Command::new(std::env::current_exe().expect("own path"));
+                let mut c = own();
                 c.arg("--ceiling-server");
                 c
             }
             Kind::Tokio => {
-                let mut c = Command::new(std::env::current_exe().expect("own path"));
+                let mut c = own();
                 c.arg("--tokio-server");
                 c
             }
+            Kind::Node => {
+                let mut c = Command::new("node");
+                c.arg(node_peer_dir().join("server.js"));
+                c
+            }
         };
-        pin(&mut cmd, 0);
+        if cores == Cores::Pinned {
+            pin(&mut cmd, 0);
+        }
         let mut child = cmd.stdout(Stdio::piped()).spawn().expect("server starts");
         let mut out = child.stdout.take().expect("stdout");
         let mut text = String::new();
@@ -145,13 +202,14 @@ impl Server {
                 .trim_start_matches("http://");
             rest.split(['/', ' ', '\n']).next()?.parse().ok()
         };
+        // tickwire's banner says "subscribe:    ws://..."; the peers print "subscribe ADDR".
         let (sub, publ) = loop {
             let n = out.read(&mut buf).expect("read banner");
-            assert!(n > 0, "server exited: {text}");
+            assert!(n > 0, "{} exited: {text}", kind.name());
             text.push_str(&String::from_utf8_lossy(&buf[..n]));
             let keys = match kind {
                 Kind::Tickwire => ("subscribe:", "publish:"),
-                Kind::Ceiling | Kind::Tokio => ("subscribe", "publish"),
+                _ => ("subscribe", "publish"),
             };
             if let (Some(s), Some(p)) = (find(&text, keys.0), find(&text, keys.1)) {
                 break (s, p);
@@ -202,10 +260,14 @@ fn proc_usage(pid: u32) -> (f64, u64) {
     (cpu, rss)
 }
 
+fn have_taskset() -> bool {
+    Command::new("taskset").arg("-V").output().is_ok()
+}
+
 /// Pins a child process to one core (with `taskset`, when present), so the server and the
 /// generator do not share a core.
 fn pin(cmd: &mut Command, core: usize) {
-    if Command::new("taskset").arg("-V").output().is_ok() {
+    if have_taskset() {
         let program = cmd.get_program().to_owned();
         let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
         *cmd = Command::new("taskset");
@@ -213,10 +275,47 @@ fn pin(cmd: &mut Command, core: usize) {
     }
 }
 
+/// Pins this process (the generator) to one core; threads started later inherit it.
+fn pin_self(core: usize) {
+    if have_taskset() {
+        let pid = std::process::id().to_string();
+        let _ = Command::new("taskset")
+            .args(["-p", "-c", &core.to_string(), &pid])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+fn node_peer_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers/node")
+}
+
+/// Installs the Node peer's `ws` package (pinned in package-lock.json) on first use. `Err`
+/// says why the Node peer cannot run here.
+fn prepare_node_peer() -> Result<(), String> {
+    let dir = node_peer_dir();
+    if Command::new("node").arg("--version").output().is_err() {
+        return Err("node is not installed".into());
+    }
+    if dir.join("node_modules/ws").is_dir() {
+        return Ok(());
+    }
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--silent"])
+        .current_dir(&dir)
+        .status()
+        .map_err(|e| format!("npm could not run: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("npm ci failed in {}: {status}", dir.display()))
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The ceiling: plain TCP, the same bytes, no WebSocket
 
-/// Subscribers send `SUB t1,t2\n`; the publisher sends lines `topic payload\n` (after `PUB\n`).
+/// Subscribers send `SUB t1,t2\n` (answered `OK\r\n\r\n`); the publisher sends lines `topic payload\n` (after `PUB\n`).
 /// Each publication is encoded once (the same JSON text frame tickwire sends) and appended to
 /// every subscriber's buffer; buffers are written once per loop turn.
 fn ceiling_server() {
@@ -308,6 +407,14 @@ fn ceiling_server() {
                 if let Some(topics) = line.strip_prefix("SUB ") {
                     for t in topics.split(',') {
                         by_topic.entry(t.to_owned()).or_default().push(id);
+                    }
+                    // The generator waits for this as it waits for a WebSocket 101.
+                    if let Some(c) = conns.get_mut(id) {
+                        c.out.extend_from_slice(b"OK\r\n\r\n");
+                        if !c.queued {
+                            c.queued = true;
+                            touched.push(id);
+                        }
                     }
                 } else if let Some((topic, payload)) = line.split_once(' ') {
                     let seq = seqs.entry(topic.to_owned()).or_insert(0);
@@ -468,44 +575,90 @@ struct Tally {
     latencies_us: Vec<u32>,
 }
 
+/// What the generator has seen, for the publisher's window at max rate: deliveries plus
+/// detected gaps, so a gap never stalls the publisher.
+type Accounted = Arc<AtomicU64>;
+
 fn topic_name(i: usize) -> String {
     format!("b/{i}")
 }
 
-fn connect_all(server: &Server, sc: &Scenario, poll: &Poll) -> (slab::Slab<Sub>, Duration) {
+/// At most this many handshakes under way at once while connecting, so the set-up rate measures
+/// the server's handshakes rather than its listen backlog overflowing (SYN retries take 1 s).
+const CONNECTING: usize = 128;
+
+/// Opens every subscriber and waits until each handshake is answered. Returns the
+/// subscribers, how many subscribe to each topic, and the set-up time.
+fn connect_all(
+    server: &Server,
+    sc: &Scenario,
+    poll: &mut Poll,
+    epoch: Instant,
+) -> (slab::Slab<Sub>, Vec<u64>, Duration) {
     let started = Instant::now();
+    let deadline = started + Duration::from_secs(120);
     let mut subs = slab::Slab::with_capacity(sc.subscribers);
-    for i in 0..sc.subscribers {
-        let topics: Vec<usize> = (0..sc.topics_per_subscriber)
-            .map(|k| (i + k * 7) % sc.topics)
-            .collect();
-        let names: Vec<String> = topics.iter().map(|&t| topic_name(t)).collect();
-        let std = StdStream::connect(server.subscribe_addr).expect("connect");
-        std.set_nodelay(true).ok();
-        let mut std = std;
-        let hello = match server.kind {
-            Kind::Tickwire | Kind::Tokio => format!(
-                "GET /ws?subscribe={} HTTP/1.1\r\nHost: b\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                names.join(",")
-            ),
-            Kind::Ceiling => format!("SUB {}\n", names.join(",")),
-        };
-        std.write_all(hello.as_bytes()).expect("hello");
-        std.set_nonblocking(true).expect("nonblocking");
-        let mut s = TcpStream::from_std(std);
-        let e = subs.vacant_entry();
-        poll.registry()
-            .register(&mut s, Token(e.key()), Interest::READABLE)
-            .expect("register");
-        e.insert(Sub {
-            s,
-            ready: server.kind == Kind::Ceiling,
-            inbuf: Vec::new(),
-            last: vec![0; sc.topics],
-        });
+    let mut per_topic = vec![0u64; sc.topics];
+    let mut events = Events::with_capacity(4096);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut ignored = Tally::default();
+    let mut waiting = 0;
+    let mut opened = 0;
+    while opened < sc.subscribers || waiting > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} connected after 120 s",
+            opened - waiting,
+            sc.subscribers
+        );
+        while opened < sc.subscribers && waiting < CONNECTING {
+            let topics: Vec<usize> = (0..sc.topics_per_subscriber)
+                .map(|k| (opened + k * 7) % sc.topics)
+                .collect();
+            for &t in &topics {
+                per_topic[t] += 1;
+            }
+            let names: Vec<String> = topics.iter().map(|&t| topic_name(t)).collect();
+            let mut std = StdStream::connect(server.subscribe_addr).expect("connect");
+            std.set_nodelay(true).ok();
+            waiting += 1;
+            let hello = if server.kind.websocket() {
+                format!(
+                    "GET /ws?subscribe={} HTTP/1.1\r\nHost: b\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                    names.join(",")
+                )
+            } else {
+                format!("SUB {}\n", names.join(","))
+            };
+            std.write_all(hello.as_bytes()).expect("hello");
+            std.set_nonblocking(true).expect("nonblocking");
+            let mut s = TcpStream::from_std(std);
+            let e = subs.vacant_entry();
+            poll.registry()
+                .register(&mut s, Token(e.key()), Interest::READABLE)
+                .expect("register");
+            e.insert(Sub {
+                s,
+                ready: false,
+                inbuf: Vec::new(),
+                last: vec![0; sc.topics],
+            });
+            opened += 1;
+        }
+        poll.poll(&mut events, Some(Duration::from_millis(50)))
+            .expect("poll");
+        for ev in events.iter() {
+            if let Some(s) = subs.get_mut(ev.token().0) {
+                let was = s.ready;
+                drain(s, &mut buf, &mut ignored, epoch);
+                if s.ready && !was {
+                    waiting -= 1;
+                }
+            }
+        }
     }
-    (subs, started.elapsed())
+    (subs, per_topic, started.elapsed())
 }
 
 /// Reads and checks everything that arrived on `sub`.
@@ -577,59 +730,76 @@ fn field(text: &[u8], key: &[u8]) -> Option<u64> {
 }
 
 /// The publisher: connects to the server's publish endpoint and sends `{"t":..,"pad":..}`
-/// quotes round-robin over the topics, at `rate` per second or as fast as the socket takes.
-fn publisher(
-    server_kind: Kind,
+/// quotes round-robin over the topics, at the scenario's rate, or at max rate with at most
+/// `WINDOW` publications not yet accounted for by the generator.
+struct Feed {
+    kind: Kind,
     addr: SocketAddr,
     sc: Scenario,
+    /// Subscribers per topic: the deliveries each publication owes.
+    per_topic: Vec<u64>,
     epoch: Instant,
     stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-) {
-    let mut s = StdStream::connect(addr).expect("publisher connects");
-    s.set_nodelay(true).ok();
-    match server_kind {
-        Kind::Tickwire | Kind::Tokio => {
+    accounted: Accounted,
+}
+
+impl Feed {
+    /// Runs until `stop`; returns how many publications it sent.
+    fn run(self) -> u64 {
+        let mut s = StdStream::connect(self.addr).expect("publisher connects");
+        s.set_nodelay(true).ok();
+        if self.kind.websocket() {
             s.write_all(b"GET /publish HTTP/1.1\r\nHost: b\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").expect("upgrade");
+                Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+                .expect("upgrade");
             let mut head = Vec::new();
             let mut byte = [0u8; 1];
             while !head.ends_with(b"\r\n\r\n") {
                 s.read_exact(&mut byte).expect("101");
                 head.push(byte[0]);
             }
+        } else {
+            s.write_all(b"PUB\n").expect("pub");
         }
-        Kind::Ceiling => s.write_all(b"PUB\n").expect("pub"),
-    }
-    // Drain whatever the server sends back (errors) so it never blocks on us.
-    let mut reader = s.try_clone().expect("clone");
-    thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
-    });
-    let pad = "x".repeat(60); // about 120 bytes of payload with the rest
-    let mut n: u64 = 0;
-    let start = Instant::now();
-    let mut batch = Vec::with_capacity(64 * 1024);
-    while !stop.load(Ordering::Relaxed) {
-        let burst = match sc.rate {
-            Some(rate) => {
-                let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
-                if due <= n {
-                    thread::sleep(Duration::from_micros(200));
-                    continue;
+        // Drain whatever the server sends back (errors) so it never blocks on us.
+        let mut reader = s.try_clone().expect("clone");
+        thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
+        });
+        let sc = self.sc;
+        let window: u64 = WINDOW * self.per_topic.iter().sum::<u64>() / sc.topics.max(1) as u64;
+        let pad = "x".repeat(60); // about 120 bytes of payload with the rest
+        let mut n: u64 = 0;
+        let mut owed: u64 = 0;
+        let start = Instant::now();
+        let mut batch = Vec::with_capacity(64 * 1024);
+        while !self.stop.load(Ordering::Relaxed) {
+            let burst = match sc.rate {
+                Some(rate) => {
+                    let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+                    if due <= n {
+                        thread::sleep(Duration::from_micros(200));
+                        continue;
+                    }
+                    due - n
                 }
-                due - n
-            }
-            None => 64,
-        };
-        batch.clear();
-        for _ in 0..burst {
-            let topic = topic_name((n as usize) % sc.topics);
-            let t = epoch.elapsed().as_micros();
-            let payload = format!("{{\"t\":{t},\"pad\":\"{pad}\"}}");
-            match server_kind {
-                Kind::Tickwire | Kind::Tokio => {
+                None => {
+                    if owed.saturating_sub(self.accounted.load(Ordering::Relaxed)) > window {
+                        thread::sleep(Duration::from_micros(50));
+                        continue;
+                    }
+                    16
+                }
+            };
+            batch.clear();
+            for _ in 0..burst {
+                let topic_index = (n as usize) % sc.topics;
+                owed += self.per_topic[topic_index];
+                let topic = topic_name(topic_index);
+                let t = self.epoch.elapsed().as_micros();
+                let payload = format!("{{\"t\":{t},\"pad\":\"{pad}\"}}");
+                if self.kind.websocket() {
                     let msg = format!("{{\"topic\":\"{topic}\",\"data\":{payload}}}");
                     batch.extend(encode_client_frame(
                         true,
@@ -637,22 +807,24 @@ fn publisher(
                         msg.as_bytes(),
                         [1, 2, 3, 4],
                     ));
+                } else {
+                    batch.extend(format!("{topic} {payload}\n").as_bytes());
                 }
-                Kind::Ceiling => batch.extend(format!("{topic} {payload}\n").as_bytes()),
+                n += 1;
             }
-            n += 1;
+            if s.write_all(&batch).is_err() {
+                break;
+            }
         }
-        if s.write_all(&batch).is_err() {
-            break;
-        }
+        n
     }
-    sent.store(n, Ordering::Relaxed);
 }
 
 struct Row {
     scenario: &'static str,
     server: Kind,
     subscribers: usize,
+    rate: Option<u64>,
     setup_per_sec: f64,
     deliveries_per_sec: f64,
     published: u64,
@@ -668,59 +840,55 @@ struct Row {
     rss_per_conn: f64,
 }
 
-fn run(kind: Kind, sc: Scenario) -> Row {
-    let server = Server::start(kind);
+fn run(kind: Kind, sc: Scenario, cores: Cores) -> Row {
+    let server = Server::start(kind, cores);
     let mut poll = Poll::new().expect("poll");
     thread::sleep(Duration::from_millis(200));
     let (rss_before, epoch) = (server.usage().1, Instant::now());
-    let (mut subs, setup) = connect_all(&server, &sc, &poll);
-    let mut events = Events::with_capacity(4096);
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut tally = Tally::default();
-    // Wait until every handshake is answered.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while subs.iter().any(|(_, s)| !s.ready) && Instant::now() < deadline {
-        poll.poll(&mut events, Some(Duration::from_millis(50)))
-            .expect("poll");
-        for ev in events.iter() {
-            if let Some(s) = subs.get_mut(ev.token().0) {
-                drain(s, &mut buf, &mut tally, epoch);
-            }
-        }
-    }
+    let (mut subs, per_topic, setup) = connect_all(&server, &sc, &mut poll, epoch);
     let setup_per_sec = sc.subscribers as f64 / setup.as_secs_f64();
     thread::sleep(Duration::from_millis(300));
     let rss_after = server.usage().1;
-    let rss_per_conn =
-        (rss_after.saturating_sub(rss_before) as f64 * 1024.0) / sc.subscribers as f64;
-    if sc.idle {
-        return Row {
-            scenario: sc.name,
-            server: kind,
-            subscribers: sc.subscribers,
-            setup_per_sec,
-            deliveries_per_sec: 0.0,
-            published: 0,
-            server_cpu: 0.0,
-            generator_cpu: 0.0,
-            ns_per_delivery: 0.0,
-            p50: 0,
-            p99: 0,
-            p999: 0,
-            max: 0,
-            losses: 0,
-            order_violations: 0,
-            rss_per_conn,
-        };
-    }
-    tally = Tally::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
-    let feeder = {
-        let (stop, sent) = (stop.clone(), sent.clone());
-        let addr = server.publish_addr;
-        thread::spawn(move || publisher(kind, addr, sc, epoch, stop, sent))
+    let mut row = Row {
+        scenario: sc.name,
+        server: kind,
+        subscribers: sc.subscribers,
+        rate: sc.rate,
+        setup_per_sec,
+        deliveries_per_sec: 0.0,
+        published: 0,
+        server_cpu: 0.0,
+        generator_cpu: 0.0,
+        ns_per_delivery: 0.0,
+        p50: 0,
+        p99: 0,
+        p999: 0,
+        max: 0,
+        losses: 0,
+        order_violations: 0,
+        rss_per_conn: (rss_after.saturating_sub(rss_before) as f64 * 1024.0)
+            / sc.subscribers as f64,
     };
+    if sc.idle {
+        return row;
+    }
+    let mut tally = Tally::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let accounted = Accounted::default();
+    let feeder = {
+        let feed = Feed {
+            kind,
+            addr: server.publish_addr,
+            sc,
+            per_topic,
+            epoch,
+            stop: stop.clone(),
+            accounted: accounted.clone(),
+        };
+        thread::spawn(move || feed.run())
+    };
+    let mut events = Events::with_capacity(4096);
+    let mut buf = vec![0u8; 256 * 1024];
     let (cpu0, _) = server.usage();
     let (gen0, _) = proc_usage(std::process::id());
     let window = Instant::now();
@@ -732,12 +900,13 @@ fn run(kind: Kind, sc: Scenario) -> Row {
                 drain(s, &mut buf, &mut tally, epoch);
             }
         }
+        accounted.store(tally.deliveries + tally.losses, Ordering::Relaxed);
     }
     let wall = window.elapsed().as_secs_f64();
     let (cpu1, _) = server.usage();
     let (gen1, _) = proc_usage(std::process::id());
     stop.store(true, Ordering::Relaxed);
-    let _ = feeder.join();
+    row.published = feeder.join().unwrap_or(0);
     let mut lat = std::mem::take(&mut tally.latencies_us);
     lat.sort_unstable();
     let pct = |p: f64| {
@@ -745,28 +914,102 @@ fn run(kind: Kind, sc: Scenario) -> Row {
             .copied()
             .unwrap_or(0)
     };
-    Row {
-        scenario: sc.name,
-        server: kind,
-        subscribers: sc.subscribers,
-        setup_per_sec,
-        deliveries_per_sec: tally.deliveries as f64 / wall,
-        published: sent.load(Ordering::Relaxed),
-        server_cpu: (cpu1 - cpu0) / wall * 100.0,
-        generator_cpu: (gen1 - gen0) / wall * 100.0,
-        ns_per_delivery: if tally.deliveries > 0 {
-            (cpu1 - cpu0) * 1e9 / tally.deliveries as f64
-        } else {
-            0.0
-        },
-        p50: pct(0.5),
-        p99: pct(0.99),
-        p999: pct(0.999),
-        max: lat.last().copied().unwrap_or(0),
-        losses: tally.losses,
-        order_violations: tally.order_violations,
-        rss_per_conn,
+    row.deliveries_per_sec = tally.deliveries as f64 / wall;
+    row.server_cpu = (cpu1 - cpu0) / wall * 100.0;
+    row.generator_cpu = (gen1 - gen0) / wall * 100.0;
+    if tally.deliveries > 0 {
+        row.ns_per_delivery = (cpu1 - cpu0) * 1e9 / tally.deliveries as f64;
     }
+    (row.p50, row.p99, row.p999) = (pct(0.5), pct(0.99), pct(0.999));
+    row.max = lat.last().copied().unwrap_or(0);
+    row.losses = tally.losses;
+    row.order_violations = tally.order_violations;
+    row
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reporting
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "\n{:<5} {:<8} {:>6} {:>7} {:>8} {:>10} {:>9} {:>5} {:>5} {:>8} {:>6} {:>6} {:>7} {:>7} {:>6} {:>5} {:>8}",
+        "sc", "server", "subs", "rate", "setup/s", "deliv/s", "published", "srv%", "gen%",
+        "ns/deliv", "p50us", "p99us", "p999us", "maxus", "losses", "order", "rss/conn"
+    );
+    for r in rows {
+        println!(
+            "{:<5} {:<8} {:>6} {:>7} {:>8.0} {:>10.0} {:>9} {:>5.0} {:>5.0} {:>8.0} {:>6} {:>6} {:>7} {:>7} {:>6} {:>5} {:>8.0}",
+            r.scenario, r.server.name(), r.subscribers, r.rate.map_or("max".into(), |r| r.to_string()),
+            r.setup_per_sec, r.deliveries_per_sec, r.published, r.server_cpu, r.generator_cpu,
+            r.ns_per_delivery, r.p50, r.p99, r.p999, r.max, r.losses, r.order_violations,
+            r.rss_per_conn
+        );
+    }
+}
+
+/// tickwire's figure over each peer's, per scenario: below 1 means tickwire uses less.
+fn print_ratios(rows: &[Row]) {
+    println!("\nratios, tickwire / peer (CPU per delivery; RSS per connection for S4; below 1: tickwire uses less)");
+    let mut scenarios: Vec<(&str, usize)> =
+        rows.iter().map(|r| (r.scenario, r.subscribers)).collect();
+    scenarios.dedup();
+    for (sc, subs) in scenarios {
+        let of = |k: Kind| {
+            rows.iter()
+                .find(|r| r.scenario == sc && r.subscribers == subs && r.server == k)
+        };
+        let Some(tw) = of(Kind::Tickwire) else {
+            continue;
+        };
+        let mut line = format!("{sc:<5} {subs:>6} subs:");
+        for peer in [Kind::Tokio, Kind::Node, Kind::Ceiling] {
+            let Some(p) = of(peer) else { continue };
+            let (a, b) = if sc == "S4" {
+                (tw.rss_per_conn, p.rss_per_conn)
+            } else {
+                (tw.ns_per_delivery, p.ns_per_delivery)
+            };
+            if b > 0.0 {
+                let r = a / b;
+                let digits = if r < 0.1 { 3 } else { 2 };
+                line.push_str(&format!("  vs {}: {r:.digits$}x", peer.name()));
+            }
+        }
+        println!("{line}");
+    }
+}
+
+fn write_csv(path: &str, rows: &[Row]) -> io::Result<()> {
+    let mut out = String::from(
+        "scenario,server,subscribers,rate,setup_per_sec,deliveries_per_sec,published,server_cpu_pct,\
+         generator_cpu_pct,ns_per_delivery,p50_us,p99_us,p999_us,max_us,losses,order_violations,rss_per_conn_bytes\n",
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{},{},{},{},{:.0},{:.0},{},{:.1},{:.1},{:.1},{},{},{},{},{},{},{:.0}\n",
+            r.scenario,
+            r.server.name(),
+            r.subscribers,
+            r.rate.map_or("max".into(), |r| r.to_string()),
+            r.setup_per_sec,
+            r.deliveries_per_sec,
+            r.published,
+            r.server_cpu,
+            r.generator_cpu,
+            r.ns_per_delivery,
+            r.p50,
+            r.p99,
+            r.p999,
+            r.max,
+            r.losses,
+            r.order_violations,
+            r.rss_per_conn
+        ));
+    }
+    if let Some(dir) = Path::new(path).parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, out)
 }
 
 fn main() {
@@ -785,15 +1028,47 @@ fn main() {
         println!("fanout: a benchmark; run it with `cargo bench --bench fanout -- --quick`");
         return;
     }
-    let quick = args.iter().any(|a| a == "--quick");
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
+    let flag = |name: &str| args.iter().any(|a| a == name);
+    let value = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let quick = flag("--quick");
+    let only = value("--only");
+    // Read before pinning, which narrows what this process sees.
+    let ncores = thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = if flag("--both-cores") {
+        Cores::Both
+    } else {
+        pin_self(1);
+        Cores::Pinned
+    };
     let _ = rlimit::increase_nofile_limit(65536);
+    let mut kinds = vec![Kind::Tickwire, Kind::Tokio];
+    match prepare_node_peer() {
+        Ok(()) => kinds.push(Kind::Node),
+        Err(why) => println!("node peer skipped: {why}"),
+    }
+    kinds.push(Kind::Ceiling);
+    println!(
+        "fanout: {} on {} cores; {}",
+        if quick { "quick run" } else { "full run" },
+        ncores,
+        match (cores, have_taskset()) {
+            (Cores::Pinned, true) => "server pinned to core 0, generator to core 1",
+            (Cores::Pinned, false) => "taskset missing: nothing pinned",
+            (Cores::Both, _) => "both cores, unpinned (tickwire: 2 workers)",
+        }
+    );
+    let list = if flag("--sweep") {
+        sweep(quick)
+    } else {
+        scenarios(quick)
+    };
     let mut rows = Vec::new();
-    for sc in scenarios(quick) {
+    for sc in list {
         if only.as_deref().is_some_and(|o| o != sc.name) {
             continue;
         }
@@ -803,7 +1078,8 @@ fn main() {
             sc.subscribers,
             sc.topics,
             sc.topics_per_subscriber,
-            sc.rate.map_or("max".to_owned(), |r| format!("{r}/s")),
+            sc.rate
+                .map_or(format!("max (window {WINDOW})"), |r| format!("{r}/s")),
             sc.seconds,
             if sc.idle {
                 " (idle: memory per connection)"
@@ -811,21 +1087,16 @@ fn main() {
                 ""
             }
         );
-        for kind in [Kind::Tickwire, Kind::Tokio, Kind::Ceiling] {
-            rows.push(run(kind, sc));
+        for &kind in &kinds {
+            rows.push(run(kind, sc, cores));
         }
     }
-    println!(
-        "\n{:<3} {:<9} {:>6} {:>9} {:>11} {:>9} {:>6} {:>6} {:>9} {:>7} {:>7} {:>7} {:>8} {:>7} {:>5} {:>9}",
-        "sc", "server", "subs", "setup/s", "deliv/s", "published", "srv%", "gen%", "ns/deliv",
-        "p50us", "p99us", "p999us", "maxus", "losses", "order", "rss/conn"
-    );
-    for r in &rows {
-        println!(
-            "{:<3} {:<9} {:>6} {:>9.0} {:>11.0} {:>9} {:>6.0} {:>6.0} {:>9.0} {:>7} {:>7} {:>7} {:>8} {:>7} {:>5} {:>9.0}",
-            r.scenario, format!("{:?}", r.server).to_lowercase(), r.subscribers, r.setup_per_sec,
-            r.deliveries_per_sec, r.published, r.server_cpu, r.generator_cpu, r.ns_per_delivery, r.p50,
-            r.p99, r.p999, r.max, r.losses, r.order_violations, r.rss_per_conn
-        );
+    print_table(&rows);
+    print_ratios(&rows);
+    if let Some(path) = value("--csv") {
+        match write_csv(&path, &rows) {
+            Ok(()) => println!("\nrows written to {path}"),
+            Err(e) => println!("\ncould not write {path}: {e}"),
+        }
     }
 }
