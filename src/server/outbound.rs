@@ -14,6 +14,9 @@ pub type Frame = Arc<[u8]>;
 /// How many buffers one `writev` call gets; more rarely helps and costs stack.
 const MAX_IOVECS: usize = 64;
 
+/// At most this many bytes are gathered into one `write`.
+const GATHER_BYTES: usize = 64 * 1024;
+
 #[derive(Debug)]
 enum Chunk {
     Shared(Frame),
@@ -70,22 +73,45 @@ impl OutQueue {
         }
     }
 
-    /// Writes as much as the socket takes, many chunks per `writev`. Returns `Ok(true)` when the
-    /// queue is empty, `Ok(false)` when the socket would block first.
+    /// Writes as much as the socket takes. Returns `Ok(true)` when the queue is empty,
+    /// `Ok(false)` when the socket would block first.
+    ///
+    /// Quotes are small (~150 bytes), and the kernel's per-iovec cost outweighs one memcpy of
+    /// such a frame, so small chunks are gathered into one buffer and written with one `write`;
+    /// large chunks still go by `writev` without a copy.
     pub fn write_to<W: Write>(&mut self, w: &mut W) -> io::Result<bool> {
+        thread_local! {
+            static GATHER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
         while !self.chunks.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut n = 0;
-            for (i, chunk) in self.chunks.iter().take(MAX_IOVECS).enumerate() {
-                let bytes = chunk.bytes();
-                slices[i] = IoSlice::new(if i == 0 {
-                    &bytes[self.head_written..]
+            let result = GATHER.with(|gather| {
+                let mut gather = gather.borrow_mut();
+                gather.clear();
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let mut n = 0;
+                for (i, chunk) in self.chunks.iter().take(MAX_IOVECS).enumerate() {
+                    let bytes = chunk.bytes();
+                    let bytes = if i == 0 {
+                        &bytes[self.head_written..]
+                    } else {
+                        bytes
+                    };
+                    if gather.len() + bytes.len() > GATHER_BYTES {
+                        if i == 0 {
+                            slices[0] = IoSlice::new(bytes);
+                            n = 1;
+                        }
+                        break;
+                    }
+                    gather.extend_from_slice(bytes);
+                }
+                if n == 1 {
+                    w.write_vectored(&slices[..n])
                 } else {
-                    bytes
-                });
-                n += 1;
-            }
-            match w.write_vectored(&slices[..n]) {
+                    w.write(&gather)
+                }
+            });
+            match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => self.advance(written),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
@@ -172,6 +198,28 @@ mod tests {
         assert_eq!(w.out, b"hello shared-frame end");
         assert_eq!(q.len_bytes(), 0);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn large_chunks_between_small_ones_keep_their_order() {
+        let mut q = OutQueue::default();
+        let big: Vec<u8> = (0..GATHER_BYTES + 1000).map(|i| i as u8).collect();
+        q.push_owned(b"small-1 ".to_vec());
+        q.push_shared(Arc::from(&big[..]));
+        q.push_owned(b"small-2 ".to_vec());
+        q.push_shared(Arc::from(&big[..]));
+        let mut w = Trickle {
+            out: Vec::new(),
+            cap: 30_000,
+            calls: 1000,
+        };
+        assert!(q.write_to(&mut w).unwrap());
+        let mut expected = b"small-1 ".to_vec();
+        expected.extend_from_slice(&big);
+        expected.extend_from_slice(b"small-2 ");
+        expected.extend_from_slice(&big);
+        assert_eq!(w.out, expected);
+        assert_eq!(q.len_bytes(), 0);
     }
 
     #[test]

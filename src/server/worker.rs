@@ -83,35 +83,28 @@ impl Outbox<'_> {
     /// quote of a topic). While the connection keeps up this is [`Outbox::send_frame`]; once more
     /// than `conflate_above_bytes` wait, only the latest frame per key is kept until it drains.
     pub fn send_keyed(&mut self, conn: ConnId, key: u64, frame: &Frame) -> bool {
-        if !self.core.is_open(conn.0) {
+        // The fan-out hot path: one slab lookup here and one in `after_push`.
+        let core = &mut *self.core;
+        let Some(c) = core.conns.get_mut(conn.0).filter(|c| c.is_open()) else {
             return false;
-        }
-        let soft = self.core.config.conflate_above_bytes;
-        let now = self.core.now;
-        let mut replaced = false;
-        self.core.with_conn(conn.0, |c| {
-            if c.conflated.is_none() && c.out.len_bytes() <= soft {
-                if c.out.len_bytes() == 0 {
-                    c.last_progress = now;
-                }
-                c.out.push_shared(frame.clone());
-                return;
+        };
+        if c.conflated.is_none() && c.out.len_bytes() <= core.config.conflate_above_bytes {
+            if c.out.len_bytes() == 0 {
+                c.last_progress = core.now;
             }
+            c.out.push_shared(frame.clone());
+        } else {
             let held = c.conflated.get_or_insert_with(Default::default);
             held.bytes += frame.len();
             if let Some(old) = held.frames.insert(key, frame.clone()) {
                 held.bytes -= old.len();
-                replaced = true;
+                core.shared
+                    .stats
+                    .frames_conflated
+                    .fetch_add(1, Ordering::Relaxed);
             }
-        });
-        if replaced {
-            self.core
-                .shared
-                .stats
-                .frames_conflated
-                .fetch_add(1, Ordering::Relaxed);
         }
-        self.core.after_push(conn.0);
+        core.after_push(conn.0);
         true
     }
 
@@ -183,12 +176,14 @@ impl Core {
 
     /// Enforces the outbound limits after something was queued.
     fn after_push(&mut self, id: usize) {
-        self.touch(id);
         let Some(c) = self.conns.get_mut(id) else {
             return;
         };
-        let queued = c.pending_bytes();
-        if queued > self.config.max_outbound_bytes && c.is_open() {
+        if !c.touched {
+            c.touched = true;
+            self.touched.push(id);
+        }
+        if c.pending_bytes() > self.config.max_outbound_bytes && c.is_open() {
             self.close_slow(id, "slow consumer: too much unread output");
         } else if c.out.len_bytes() > self.config.read_pause_bytes {
             c.read_paused = true;
