@@ -661,26 +661,40 @@ fn connect_all(
     (subs, per_topic, started.elapsed())
 }
 
-/// Reads and checks everything that arrived on `sub`.
+/// Reads and checks everything that arrived on `sub`. Frames are parsed straight from the read
+/// buffer; only a trailing partial frame is copied into the connection's own buffer.
 fn drain(sub: &mut Sub, buf: &mut [u8], tally: &mut Tally, epoch: Instant) {
-    loop {
-        match sub.s.read(buf) {
-            Ok(0) => return,
-            Ok(n) => sub.inbuf.extend_from_slice(&buf[..n]),
-            Err(_) => break,
-        }
-    }
-    let mut pos = 0;
-    if !sub.ready {
-        let Some(end) = sub.inbuf.windows(4).position(|w| w == b"\r\n\r\n") else {
-            return;
-        };
-        pos = end + 4;
-        sub.ready = true;
-    }
     let now_us = epoch.elapsed().as_micros() as u64;
-    while sub.inbuf.len() - pos >= 2 {
-        let b = &sub.inbuf[pos..];
+    loop {
+        let n = match sub.s.read(buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(_) => return,
+        };
+        if sub.ready && sub.inbuf.is_empty() {
+            let used = check_frames(&buf[..n], &mut sub.last, tally, now_us);
+            sub.inbuf.extend_from_slice(&buf[used..n]);
+            continue;
+        }
+        sub.inbuf.extend_from_slice(&buf[..n]);
+        if !sub.ready {
+            let Some(end) = sub.inbuf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            sub.inbuf.drain(..end + 4);
+            sub.ready = true;
+        }
+        let used = check_frames(&sub.inbuf, &mut sub.last, tally, now_us);
+        sub.inbuf.drain(..used);
+    }
+}
+
+/// Checks the whole frames at the start of `bytes` (order, gaps, latency); returns the bytes
+/// they take.
+fn check_frames(bytes: &[u8], last: &mut [u64], tally: &mut Tally, now_us: u64) -> usize {
+    let mut pos = 0;
+    while bytes.len() - pos >= 2 {
+        let b = &bytes[pos..];
         let (len, head) = match b[1] & 0x7f {
             126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
             127 if b.len() >= 10 => (
@@ -694,20 +708,14 @@ fn drain(sub: &mut Sub, buf: &mut [u8], tally: &mut Tally, epoch: Instant) {
             break;
         }
         if b[0] & 0x0f == 1 {
-            let text = &b[head..head + len];
-            if let (Some(topic), Some(seq), Some(t)) = (
-                field(text, b"\"topic\":\"b/"),
-                field(text, b"\"seq\":"),
-                field(text, b"\"t\":"),
-            ) {
-                let topic = topic as usize;
-                let last = sub.last[topic];
-                if last != 0 && seq <= last {
+            if let Some((topic, seq, t)) = parse_msg(&b[head..head + len]) {
+                let prev = last[topic];
+                if prev != 0 && seq <= prev {
                     tally.order_violations += 1;
-                } else if last != 0 && seq > last + 1 {
-                    tally.losses += seq - last - 1;
+                } else if prev != 0 && seq > prev + 1 {
+                    tally.losses += seq - prev - 1;
                 }
-                sub.last[topic] = seq;
+                last[topic] = seq;
                 tally.deliveries += 1;
                 tally
                     .latencies_us
@@ -716,17 +724,33 @@ fn drain(sub: &mut Sub, buf: &mut [u8], tally: &mut Tally, epoch: Instant) {
         }
         pos += head + len;
     }
-    sub.inbuf.drain(..pos);
+    pos
 }
 
-/// The decimal number right after `key` in `text`.
-fn field(text: &[u8], key: &[u8]) -> Option<u64> {
-    let at = text.windows(key.len()).position(|w| w == key)? + key.len();
-    let digits = text[at..]
-        .iter()
-        .take_while(|b| b.is_ascii_digit())
-        .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
-    Some(digits)
+/// (topic index, seq, publish time) of `{"type":"msg","topic":"b/N","seq":S,"data":{"t":T,..}}`:
+/// every server here writes the fields in this order, so each search starts where the last
+/// one ended.
+fn parse_msg(text: &[u8]) -> Option<(usize, u64, u64)> {
+    let (topic, at) = number_after(text, 0, b"\"topic\":\"b/")?;
+    let (seq, at) = number_after(text, at, b"\"seq\":")?;
+    let (t, _) = number_after(text, at, b"\"t\":")?;
+    Some((topic as usize, seq, t))
+}
+
+/// The decimal number right after the first `key` at or after `from`, and where it ends.
+fn number_after(text: &[u8], from: usize, key: &[u8]) -> Option<(u64, usize)> {
+    let mut at = from
+        + text
+            .get(from..)?
+            .windows(key.len())
+            .position(|w| w == key)?
+        + key.len();
+    let mut n = 0u64;
+    while let Some(d) = text.get(at).filter(|d| d.is_ascii_digit()) {
+        n = n * 10 + u64::from(d - b'0');
+        at += 1;
+    }
+    Some((n, at))
 }
 
 /// The publisher: connects to the server's publish endpoint and sends `{"t":..,"pad":..}`
