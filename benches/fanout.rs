@@ -92,25 +92,32 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
     ]
 }
 
-/// The broadcast (S2) at growing subscriber counts, for the plot.
+/// The broadcast (S2) at growing subscriber counts, for the plot: at max rate (throughput), and
+/// at a fixed 100,000 deliveries per second (latency: each publication is one burst to all).
 fn sweep(quick: bool) -> Vec<Scenario> {
     let counts: &[usize] = if quick {
         &[250, 1_000, 4_000]
     } else {
         &[250, 500, 1_000, 2_000, 5_000, 10_000]
     };
-    counts
-        .iter()
-        .map(|&subscribers| Scenario {
-            name: "sweep",
-            subscribers,
-            topics: 1,
-            topics_per_subscriber: 1,
-            rate: None,
-            seconds: if quick { 2 } else { 5 },
-            idle: false,
-        })
-        .collect()
+    let mut list = Vec::new();
+    for &subscribers in counts {
+        for (name, rate) in [
+            ("sweep-max", None),
+            ("sweep-100k", Some((100_000 / subscribers) as u64)),
+        ] {
+            list.push(Scenario {
+                name,
+                subscribers,
+                topics: 1,
+                topics_per_subscriber: 1,
+                rate,
+                seconds: if quick { 2 } else { 5 },
+                idle: false,
+            });
+        }
+    }
+    list
 }
 
 // ---------------------------------------------------------------------------------------------

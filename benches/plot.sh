@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs the fan-out sweep and plots it to docs/fanout.png (matplotlib in a venv under target/).
+# Usage: benches/plot.sh [--quick]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv="$root/target/plot-venv"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'matplotlib==3.10.8'
+fi
+csv="$root/target/fanout/sweep.csv"
+cd "$root"
+cargo bench --bench fanout -- --sweep --csv "$csv" "$@"
+"$venv/bin/python" "$root/benches/plot_fanout.py" "$csv" "$root/docs/fanout.png"
