@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the hot pieces: frame headers, masking, UTF-8 validation, the handshake,
-//! topic matching in the subscription trie, and the publish path (validate, sequence, encode,
-//! queue to every worker).
+//! topic matching in the subscription trie, the publish path (validate, sequence, encode,
+//! queue to every worker), and publish-to-queued fan-out per subscriber count.
 //!
 //! `cargo bench --bench micro`
 
@@ -138,6 +138,97 @@ fn publish_path(c: &mut Criterion) {
     broker.shutdown();
 }
 
+/// Publish -> every subscriber's frame queued, with 1, 100 and 1,000 real subscribers on one
+/// worker (a thread reads their sockets so none of them is conflated). Measured from the
+/// `publish` call until the broker's delivery counter shows all of them queued; one publication
+/// at a time, so each iteration also carries the worker's wake-up and its write of the previous
+/// frame to every subscriber (one `writev` each): the unbatched, low-rate cost.
+fn publish_fanout(c: &mut Criterion) {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let payload = br#"{"symbol":"AAPL","bid":189.12,"ask":189.14,"last":189.13,"open":187.5,"volume":1200450,"ts":1764000000000}"#;
+    let mut g = c.benchmark_group("publish_to_queued");
+    for subscribers in [1usize, 100, 1_000] {
+        let broker = tickwire::Broker::builder()
+            .listen("127.0.0.1:0".parse().expect("addr"))
+            .local_listen(None)
+            .workers(1)
+            .start()
+            .expect("broker");
+        let addr = broker.public_addr();
+        let mut socks = Vec::with_capacity(subscribers);
+        for _ in 0..subscribers {
+            let mut s = TcpStream::connect(addr).expect("connect");
+            s.write_all(
+                b"GET /ws?subscribe=quotes/AAPL HTTP/1.1\r\nHost: b\r\nUpgrade: websocket\r\n\
+                  Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                  Sec-WebSocket-Version: 13\r\n\r\n",
+            )
+            .expect("upgrade");
+            // The 101 and the `subscribed` reply.
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !seen.windows(10).any(|w| w == b"subscribed") {
+                let n = s.read(&mut buf).expect("reply");
+                assert!(n > 0, "broker closed the subscriber");
+                seen.extend_from_slice(&buf[..n]);
+            }
+            s.set_nonblocking(true).expect("nonblocking");
+            socks.push(s);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                // Sleeps in epoll between reads: the worker needs the CPU more than this does.
+                let mut poll = mio::Poll::new().expect("poll");
+                let mut socks: Vec<mio::net::TcpStream> = socks
+                    .into_iter()
+                    .map(mio::net::TcpStream::from_std)
+                    .collect();
+                for (i, s) in socks.iter_mut().enumerate() {
+                    poll.registry()
+                        .register(s, mio::Token(i), mio::Interest::READABLE)
+                        .expect("register");
+                }
+                let mut events = mio::Events::with_capacity(1024);
+                let mut buf = vec![0u8; 64 * 1024];
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = poll.poll(&mut events, Some(std::time::Duration::from_millis(10)));
+                    for ev in events.iter() {
+                        let s = &mut socks[ev.token().0];
+                        while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+                    }
+                }
+            })
+        };
+        let publisher = broker.publisher();
+        g.throughput(Throughput::Elements(subscribers as u64));
+        g.bench_function(BenchmarkId::from_parameter(subscribers), |b| {
+            b.iter(|| {
+                let target = broker.stats().deliveries + subscribers as u64;
+                loop {
+                    match publisher.publish("quotes/AAPL", payload) {
+                        Ok(_) => break,
+                        Err(tickwire::PublishError::QueueFull) => std::thread::yield_now(),
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                while broker.stats().deliveries < target {
+                    std::thread::yield_now();
+                }
+            })
+        });
+        stop.store(true, Ordering::Relaxed);
+        let _ = reader.join();
+        broker.shutdown();
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     frames,
@@ -145,6 +236,7 @@ criterion_group!(
     utf8,
     handshake_bench,
     topic_matching,
-    publish_path
+    publish_path,
+    publish_fanout
 );
 criterion_main!(benches);
