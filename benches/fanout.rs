@@ -11,15 +11,18 @@
 //! - `node`: a Node.js `ws` server (`benches/peers/node/server.js`, installed with `npm ci` on
 //!   first use; skipped with a message when node or npm is missing);
 //! - `ceiling`: a plain mio TCP server in this executable (`--ceiling-server`) writing the same
-//!   pre-encoded frames with no WebSocket work: the most any broker could reach here.
+//!   pre-encoded frames with no WebSocket work: the most any broker could reach here;
+//! - with `--redis` instead of the peers, `tw-redis`: two tickwire nodes sharing one feed
+//!   through a redis-server started for the run, subscribers spread over both (CPU and RSS are
+//!   the sum of the three processes).
 //!
 //! By default the server runs on core 0 and the generator on core 1 (taskset), so each has a
 //! core of its own; `--both-cores` leaves both unpinned (tickwire then runs two workers).
 //!
 //! `cargo bench --bench fanout -- --quick` (a few seconds per scenario, smaller counts) or
 //! without `--quick` for the full sizes; `--only S1` runs one scenario; `--sweep` runs the
-//! broadcast at growing subscriber counts (the plot in BENCHMARKS.md); `--csv FILE` writes
-//! every row as CSV too.
+//! broadcast at growing subscriber counts (the plot in BENCHMARKS.md); `--redis` compares one
+//! node with two through Redis; `--csv FILE` writes every row as CSV too.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -131,6 +134,8 @@ enum Kind {
     /// Node.js with the `ws` package.
     Node,
     Ceiling,
+    /// Two tickwire nodes sharing one feed through redis-server (`--redis`).
+    Cluster,
 }
 
 impl Kind {
@@ -140,6 +145,7 @@ impl Kind {
             Kind::Tokio => "tokio",
             Kind::Node => "node",
             Kind::Ceiling => "ceiling",
+            Kind::Cluster => "tw-redis",
         }
     }
 
@@ -160,24 +166,19 @@ enum Cores {
 
 struct Server {
     kind: Kind,
-    child: Child,
-    /// Where subscribers connect, and where the publisher connects.
-    subscribe_addr: SocketAddr,
+    /// Its processes: one, or for `Kind::Cluster` redis-server and two tickwire nodes.
+    children: Vec<Child>,
+    /// Where subscribers connect (spread evenly), and where the publisher connects.
+    subscribe_addrs: Vec<SocketAddr>,
     publish_addr: SocketAddr,
 }
 
 impl Server {
     fn start(kind: Kind, cores: Cores) -> Server {
         let own = || Command::new(std::env::current_exe().expect("own path"));
-        let mut cmd = match kind {
-            Kind::Tickwire => {
-                let mut c = Command::new(env!("CARGO_BIN_EXE_tickwire"));
-                let workers = if cores == Cores::Both { "2" } else { "1" };
-                c.args(["--listen", "127.0.0.1:0", "--local-listen", "127.0.0.1:0"]);
-                c.args(["--workers", workers, "--log-level", "error"]);
-                c.args(["--publish-queue", "65536"]);
-                c
-            }
+        let cmd = match kind {
+            Kind::Tickwire => tickwire_cmd(cores),
+            Kind::Cluster => return start_cluster(cores),
             Kind::Ceiling => {
                 let mut c = own();
                 c.arg("--ceiling-server");
@@ -194,52 +195,135 @@ impl Server {
                 c
             }
         };
-        if cores == Cores::Pinned {
-            pin(&mut cmd, 0);
-        }
-        let mut child = cmd.stdout(Stdio::piped()).spawn().expect("server starts");
-        let mut out = child.stdout.take().expect("stdout");
-        let mut text = String::new();
-        let mut buf = [0u8; 1024];
-        let find = |text: &str, key: &str| -> Option<SocketAddr> {
-            let rest = &text[text.find(key)? + key.len()..];
-            let rest = rest
-                .trim_start()
-                .trim_start_matches("ws://")
-                .trim_start_matches("http://");
-            rest.split(['/', ' ', '\n']).next()?.parse().ok()
-        };
-        // tickwire's banner says "subscribe:    ws://..."; the peers print "subscribe ADDR".
-        let (sub, publ) = loop {
-            let n = out.read(&mut buf).expect("read banner");
-            assert!(n > 0, "{} exited: {text}", kind.name());
-            text.push_str(&String::from_utf8_lossy(&buf[..n]));
-            let keys = match kind {
-                Kind::Tickwire => ("subscribe:", "publish:"),
-                _ => ("subscribe", "publish"),
-            };
-            if let (Some(s), Some(p)) = (find(&text, keys.0), find(&text, keys.1)) {
-                break (s, p);
-            }
-        };
+        let (child, sub, publish_addr) = spawn_server(cmd, kind, cores);
         Server {
             kind,
-            child,
-            subscribe_addr: sub,
-            publish_addr: publ,
+            children: vec![child],
+            subscribe_addrs: vec![sub],
+            publish_addr,
         }
     }
 
-    /// (user + system CPU seconds, RSS KiB) of the server process.
+    /// (user + system CPU seconds, RSS KiB) of the server's processes, summed.
     fn usage(&self) -> (f64, u64) {
-        proc_usage(self.child.id())
+        self.children
+            .iter()
+            .map(|c| proc_usage(c.id()))
+            .fold((0.0, 0), |(c, r), (c1, r1)| (c + c1, r + r1))
+    }
+}
+
+fn tickwire_cmd(cores: Cores) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tickwire"));
+    let workers = if cores == Cores::Both { "2" } else { "1" };
+    c.args(["--listen", "127.0.0.1:0", "--local-listen", "127.0.0.1:0"]);
+    c.args(["--workers", workers, "--log-level", "error"]);
+    c.args(["--publish-queue", "65536"]);
+    c
+}
+
+/// Starts one server process and reads where it listens from its banner.
+fn spawn_server(mut cmd: Command, kind: Kind, cores: Cores) -> (Child, SocketAddr, SocketAddr) {
+    if cores == Cores::Pinned {
+        pin(&mut cmd, 0);
+    }
+    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("server starts");
+    let mut out = child.stdout.take().expect("stdout");
+    // tickwire's banner says "subscribe:    ws://..."; the peers print "subscribe ADDR".
+    let keys = match kind {
+        Kind::Tickwire | Kind::Cluster => ("subscribe:", "publish:"),
+        _ => ("subscribe", "publish"),
+    };
+    match read_banner(&mut out, keys) {
+        Ok((sub, publ)) => (child, sub, publ),
+        Err(text) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{} exited before saying where it listens: {text}",
+                kind.name()
+            );
+        }
+    }
+}
+
+/// The two addresses after `keys` in what the server prints, or what it printed before it
+/// stopped.
+fn read_banner(
+    out: &mut impl Read,
+    keys: (&str, &str),
+) -> Result<(SocketAddr, SocketAddr), String> {
+    let find = |text: &str, key: &str| -> Option<SocketAddr> {
+        let rest = &text[text.find(key)? + key.len()..];
+        let rest = rest
+            .trim_start()
+            .trim_start_matches("ws://")
+            .trim_start_matches("http://");
+        rest.split(['/', ' ', '\n']).next()?.parse().ok()
+    };
+    let mut text = String::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match out.read(&mut buf) {
+            Ok(n) if n > 0 => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+            _ => return Err(text),
+        }
+        if let (Some(s), Some(p)) = (find(&text, keys.0), find(&text, keys.1)) {
+            return Ok((s, p));
+        }
+    }
+}
+
+/// redis-server on a free loopback port and two tickwire nodes sharing their feed through it;
+/// subscribers are spread over both nodes, the publisher talks to the first.
+fn start_cluster(cores: Cores) -> Server {
+    let port = StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut redis = Command::new("redis-server");
+    redis.args(["--port", &port.to_string(), "--bind", "127.0.0.1"]);
+    redis.args(["--save", "", "--appendonly", "no"]);
+    if cores == Cores::Pinned {
+        pin(&mut redis, 0);
+    }
+    let redis = redis
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while StdStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not listen");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("redis://127.0.0.1:{port}");
+    let mut children = vec![redis];
+    let mut subscribe_addrs = Vec::new();
+    let mut publish_addr = None;
+    for _ in 0..2 {
+        let mut cmd = tickwire_cmd(cores);
+        cmd.args(["--redis", &url, "--redis-prefix", "bench"]);
+        let (child, sub, publ) = spawn_server(cmd, Kind::Cluster, cores);
+        children.push(child);
+        subscribe_addrs.push(sub);
+        publish_addr.get_or_insert(publ);
+    }
+    // Let both nodes finish their Redis subscription before anything is published.
+    thread::sleep(Duration::from_millis(500));
+    Server {
+        kind: Kind::Cluster,
+        children,
+        subscribe_addrs,
+        publish_addr: publish_addr.expect("two nodes"),
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -626,7 +710,9 @@ fn connect_all(
                 per_topic[t] += 1;
             }
             let names: Vec<String> = topics.iter().map(|&t| topic_name(t)).collect();
-            let mut std = StdStream::connect(server.subscribe_addr).expect("connect");
+            let mut std =
+                StdStream::connect(server.subscribe_addrs[opened % server.subscribe_addrs.len()])
+                    .expect("connect");
             std.set_nodelay(true).ok();
             waiting += 1;
             let hello = if server.kind.websocket() {
@@ -993,7 +1079,7 @@ fn print_ratios(rows: &[Row]) {
             continue;
         };
         let mut line = format!("{sc:<5} {subs:>6} subs:");
-        for peer in [Kind::Tokio, Kind::Node, Kind::Ceiling] {
+        for peer in [Kind::Tokio, Kind::Node, Kind::Ceiling, Kind::Cluster] {
             let Some(p) = of(peer) else { continue };
             let (a, b) = if sc == "S4" {
                 (tw.rss_per_conn, p.rss_per_conn)
@@ -1077,12 +1163,26 @@ fn main() {
         Cores::Pinned
     };
     let _ = rlimit::increase_nofile_limit(65536);
-    let mut kinds = vec![Kind::Tickwire, Kind::Tokio];
-    match prepare_node_peer() {
-        Ok(()) => kinds.push(Kind::Node),
-        Err(why) => println!("node peer skipped: {why}"),
-    }
-    kinds.push(Kind::Ceiling);
+    let kinds = if flag("--redis") {
+        // One node against two nodes sharing the feed through Redis.
+        if Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            println!("--redis needs redis-server (Debian package redis-server)");
+            return;
+        }
+        vec![Kind::Tickwire, Kind::Cluster]
+    } else {
+        let mut kinds = vec![Kind::Tickwire, Kind::Tokio];
+        match prepare_node_peer() {
+            Ok(()) => kinds.push(Kind::Node),
+            Err(why) => println!("node peer skipped: {why}"),
+        }
+        kinds.push(Kind::Ceiling);
+        kinds
+    };
     println!(
         "fanout: {} on {} cores; {}",
         if quick { "quick run" } else { "full run" },
