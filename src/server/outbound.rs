@@ -1,12 +1,17 @@
 //! A connection's outbound queue: encoded frames waiting for the socket, written with `writev`.
 //!
-//! Frames published to many connections are shared by refcount ([`Frame`]); frames for one
-//! connection (echoes, pongs, HTTP responses) are owned. An empty queue holds no heap memory, so
-//! an idle connection costs nothing here.
+//! Frames published to many connections are shared: a publication reaches a worker as one
+//! [`Frame`] (an `Arc`), which the worker keeps once in its [`FrameTable`] with a plain count of
+//! the queues that hold it, so fan-out to thousands of connections costs a counter increment per
+//! connection rather than an atomic one. Frames for one connection (echoes, pongs, HTTP
+//! responses) are owned. An empty queue holds no heap memory, so an idle connection costs
+//! nothing here.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::sync::Arc;
+
+use slab::Slab;
 
 /// An encoded frame, shared by every connection it is queued on.
 pub type Frame = Arc<[u8]>;
@@ -17,17 +22,71 @@ const MAX_IOVECS: usize = 64;
 /// At most this many bytes are gathered into one `write`.
 const GATHER_BYTES: usize = 64 * 1024;
 
+/// The shared frames queued on one worker's connections, each with the number of queue
+/// entries that point at it. Worker-local, so the counts need no atomics.
+#[derive(Debug, Default)]
+pub(crate) struct FrameTable {
+    entries: Slab<(Frame, usize)>,
+    /// The entry the last `acquire` took: fan-out queues one frame on many connections in a row.
+    last: Option<usize>,
+}
+
+impl FrameTable {
+    fn acquire(&mut self, frame: &Frame) -> usize {
+        if let Some(key) = self.last {
+            if let Some((f, refs)) = self.entries.get_mut(key) {
+                if Arc::ptr_eq(f, frame) {
+                    *refs += 1;
+                    return key;
+                }
+            }
+        }
+        let key = self.entries.insert((frame.clone(), 1));
+        self.last = Some(key);
+        key
+    }
+
+    fn bytes(&self, key: usize) -> &[u8] {
+        self.entries.get(key).map_or(&[], |(f, _)| f)
+    }
+
+    fn release(&mut self, key: usize) {
+        if let Some((_, refs)) = self.entries.get_mut(key) {
+            *refs -= 1;
+            if *refs == 0 {
+                self.entries.remove(key);
+                if self.last == Some(key) {
+                    self.last = None;
+                }
+            }
+        }
+    }
+
+    /// Frames held (for tests: everything released means nothing held).
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
 #[derive(Debug)]
 enum Chunk {
-    Shared(Frame),
+    /// A key into the worker's [`FrameTable`].
+    Shared(usize),
     Owned(Vec<u8>),
 }
 
 impl Chunk {
-    fn bytes(&self) -> &[u8] {
+    fn bytes<'a>(&'a self, table: &'a FrameTable) -> &'a [u8] {
         match self {
-            Chunk::Shared(f) => f,
+            Chunk::Shared(key) => table.bytes(*key),
             Chunk::Owned(v) => v,
+        }
+    }
+
+    fn release(self, table: &mut FrameTable) {
+        if let Chunk::Shared(key) = self {
+            table.release(key);
         }
     }
 }
@@ -43,9 +102,9 @@ pub(crate) struct OutQueue {
 }
 
 impl OutQueue {
-    pub fn push_shared(&mut self, frame: Frame) {
+    pub fn push_shared(&mut self, frame: &Frame, table: &mut FrameTable) {
         self.bytes += frame.len();
-        self.chunks.push_back(Chunk::Shared(frame));
+        self.chunks.push_back(Chunk::Shared(table.acquire(frame)));
     }
 
     pub fn push_owned(&mut self, bytes: Vec<u8>) {
@@ -64,13 +123,23 @@ impl OutQueue {
     }
 
     /// Drops everything not yet started, keeping a half-written frame so the stream stays valid.
-    pub fn discard_unstarted(&mut self) {
+    pub fn discard_unstarted(&mut self, table: &mut FrameTable) {
         let keep = usize::from(self.head_written > 0);
         while self.chunks.len() > keep {
             if let Some(c) = self.chunks.pop_back() {
-                self.bytes -= c.bytes().len();
+                self.bytes -= c.bytes(table).len();
+                c.release(table);
             }
         }
+    }
+
+    /// Gives back every shared frame; the queue is empty after. Call before dropping it.
+    pub fn release_all(&mut self, table: &mut FrameTable) {
+        for c in self.chunks.drain(..) {
+            c.release(table);
+        }
+        self.bytes = 0;
+        self.head_written = 0;
     }
 
     /// Writes as much as the socket takes. Returns `Ok(true)` when the queue is empty,
@@ -79,7 +148,7 @@ impl OutQueue {
     /// Quotes are small (~150 bytes), and the kernel's per-iovec cost outweighs one memcpy of
     /// such a frame, so small chunks are gathered into one buffer and written with one `write`;
     /// large chunks still go by `writev` without a copy.
-    pub fn write_to<W: Write>(&mut self, w: &mut W) -> io::Result<bool> {
+    pub fn write_to<W: Write>(&mut self, w: &mut W, table: &mut FrameTable) -> io::Result<bool> {
         thread_local! {
             static GATHER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
@@ -90,7 +159,7 @@ impl OutQueue {
                 let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
                 let mut n = 0;
                 for (i, chunk) in self.chunks.iter().take(MAX_IOVECS).enumerate() {
-                    let bytes = chunk.bytes();
+                    let bytes = chunk.bytes(table);
                     let bytes = if i == 0 {
                         &bytes[self.head_written..]
                     } else {
@@ -113,7 +182,7 @@ impl OutQueue {
             });
             match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(written) => self.advance(written),
+                Ok(written) => self.advance(written, table),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -126,17 +195,19 @@ impl OutQueue {
         Ok(true)
     }
 
-    fn advance(&mut self, mut written: usize) {
+    fn advance(&mut self, mut written: usize, table: &mut FrameTable) {
         self.bytes -= written;
         while written > 0 {
             let Some(front) = self.chunks.front() else {
                 return;
             };
-            let left = front.bytes().len() - self.head_written;
+            let left = front.bytes(table).len() - self.head_written;
             if written >= left {
                 written -= left;
                 self.head_written = 0;
-                self.chunks.pop_front();
+                if let Some(done) = self.chunks.pop_front() {
+                    done.release(table);
+                }
             } else {
                 self.head_written += written;
                 written = 0;
@@ -181,9 +252,10 @@ mod tests {
     #[test]
     fn partial_writes_resume_where_they_stopped() {
         let mut q = OutQueue::default();
+        let mut t = FrameTable::default();
         let shared: Frame = Arc::from(&b"shared-frame"[..]);
         q.push_owned(b"hello ".to_vec());
-        q.push_shared(shared.clone());
+        q.push_shared(&shared, &mut t);
         q.push_owned(b" end".to_vec());
         assert_eq!(q.len_bytes(), 22);
         let mut w = Trickle {
@@ -191,29 +263,31 @@ mod tests {
             cap: 5,
             calls: 2,
         };
-        assert!(!q.write_to(&mut w).unwrap());
+        assert!(!q.write_to(&mut w, &mut t).unwrap());
         assert_eq!(q.len_bytes(), 12);
         w.calls = 100;
-        assert!(q.write_to(&mut w).unwrap());
+        assert!(q.write_to(&mut w, &mut t).unwrap());
         assert_eq!(w.out, b"hello shared-frame end");
         assert_eq!(q.len_bytes(), 0);
         assert!(q.is_empty());
+        assert_eq!(t.len(), 0, "a written frame is released");
     }
 
     #[test]
     fn large_chunks_between_small_ones_keep_their_order() {
         let mut q = OutQueue::default();
+        let mut t = FrameTable::default();
         let big: Vec<u8> = (0..GATHER_BYTES + 1000).map(|i| i as u8).collect();
         q.push_owned(b"small-1 ".to_vec());
-        q.push_shared(Arc::from(&big[..]));
+        q.push_shared(&Arc::from(&big[..]), &mut t);
         q.push_owned(b"small-2 ".to_vec());
-        q.push_shared(Arc::from(&big[..]));
+        q.push_shared(&Arc::from(&big[..]), &mut t);
         let mut w = Trickle {
             out: Vec::new(),
             cap: 30_000,
             calls: 1000,
         };
-        assert!(q.write_to(&mut w).unwrap());
+        assert!(q.write_to(&mut w, &mut t).unwrap());
         let mut expected = b"small-1 ".to_vec();
         expected.extend_from_slice(&big);
         expected.extend_from_slice(b"small-2 ");
@@ -225,6 +299,7 @@ mod tests {
     #[test]
     fn discard_keeps_the_half_written_frame() {
         let mut q = OutQueue::default();
+        let mut t = FrameTable::default();
         q.push_owned(vec![1; 10]);
         q.push_owned(vec![2; 10]);
         let mut w = Trickle {
@@ -232,11 +307,46 @@ mod tests {
             cap: 4,
             calls: 1,
         };
-        assert!(!q.write_to(&mut w).unwrap());
-        q.discard_unstarted();
+        assert!(!q.write_to(&mut w, &mut t).unwrap());
+        q.discard_unstarted(&mut t);
         assert_eq!(q.len_bytes(), 6);
         w.calls = 10;
-        assert!(q.write_to(&mut w).unwrap());
+        assert!(q.write_to(&mut w, &mut t).unwrap());
         assert_eq!(w.out, vec![1; 10]);
+    }
+
+    #[test]
+    fn one_frame_on_many_queues_is_held_once_until_the_last_lets_go() {
+        let mut t = FrameTable::default();
+        let frame: Frame = Arc::from(&b"quote"[..]);
+        let mut queues: Vec<OutQueue> = (0..3).map(|_| OutQueue::default()).collect();
+        for q in &mut queues {
+            q.push_shared(&frame, &mut t);
+        }
+        assert_eq!(t.len(), 1);
+        assert_eq!(
+            Arc::strong_count(&frame),
+            2,
+            "one count for the table, not one per queue"
+        );
+        let mut w = Trickle {
+            out: Vec::new(),
+            cap: 100,
+            calls: 10,
+        };
+        assert!(queues[0].write_to(&mut w, &mut t).unwrap());
+        queues[1].release_all(&mut t);
+        assert_eq!(t.len(), 1, "the third queue still holds it");
+        queues[2].discard_unstarted(&mut t);
+        assert_eq!(t.len(), 0);
+        assert_eq!(Arc::strong_count(&frame), 1);
+        // A new frame after the old one is gone gets an entry of its own.
+        let next: Frame = Arc::from(&b"quote 2"[..]);
+        queues[0].push_shared(&next, &mut t);
+        queues[0].push_shared(&frame, &mut t);
+        assert_eq!(t.len(), 2);
+        assert!(queues[0].write_to(&mut w, &mut t).unwrap());
+        assert_eq!(w.out, b"quotequote 2quote");
+        assert_eq!(t.len(), 0);
     }
 }

@@ -14,7 +14,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::conn::{Conn, Phase};
-use super::outbound::Frame;
+use super::outbound::{Frame, FrameTable};
 use super::{ConnId, Handler, HttpResponse, Message, Notifier, Route, ServerConfig, Shared};
 use crate::ws::close::build_payload;
 use crate::ws::frame::{encode_server_frame, OpCode};
@@ -47,6 +47,8 @@ struct Core {
     resume: Vec<usize>,
     /// Connections that left the open state; the handler hears `on_close` for each.
     closed: Vec<usize>,
+    /// The shared frames the connections' queues point at.
+    frames: FrameTable,
     now: Instant,
 }
 
@@ -73,8 +75,10 @@ impl Outbox<'_> {
         if !self.core.is_open(conn.0) {
             return false;
         }
-        self.core
-            .with_conn(conn.0, |c| c.out.push_shared(frame.clone()));
+        let core = &mut *self.core;
+        if let Some(c) = core.conns.get_mut(conn.0) {
+            c.out.push_shared(frame, &mut core.frames);
+        }
         self.core.after_push(conn.0);
         true
     }
@@ -92,7 +96,7 @@ impl Outbox<'_> {
             if c.out.len_bytes() == 0 {
                 c.last_progress = core.now;
             }
-            c.out.push_shared(frame.clone());
+            c.out.push_shared(frame, &mut core.frames);
         } else {
             let held = c.conflated.get_or_insert_with(Default::default);
             held.bytes += frame.len();
@@ -193,10 +197,10 @@ impl Core {
     /// Closes a connection that does not read its output with 1008. What waits will never be
     /// wanted: keep the stream valid (a half-written frame), drop the rest, and say why.
     fn close_slow(&mut self, id: usize, reason: &str) {
-        self.with_conn(id, |c| {
-            c.out.discard_unstarted();
+        if let Some(c) = self.conns.get_mut(id) {
+            c.out.discard_unstarted(&mut self.frames);
             c.conflated = None;
-        });
+        }
         self.shared
             .stats
             .slow_consumers_closed
@@ -288,7 +292,8 @@ impl Core {
     /// Drops the connection at once (the socket closes with it).
     fn remove(&mut self, id: usize) {
         self.end_open(id);
-        if let Some(c) = self.conns.try_remove(id) {
+        if let Some(mut c) = self.conns.try_remove(id) {
+            c.out.release_all(&mut self.frames);
             self.shared.connections[c.listener].fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -301,7 +306,7 @@ impl Core {
             return;
         };
         let before = c.out.len_bytes();
-        let mut result = c.out.write_to(&mut c.socket);
+        let mut result = c.out.write_to(&mut c.socket, &mut self.frames);
         if c.out.len_bytes() < before {
             c.last_progress = self.now;
         }
@@ -309,9 +314,9 @@ impl Core {
         if result.is_ok() && c.out.len_bytes() <= release_below {
             if let Some(held) = c.conflated.take() {
                 for frame in held.frames.into_values() {
-                    c.out.push_shared(frame);
+                    c.out.push_shared(&frame, &mut self.frames);
                 }
-                result = c.out.write_to(&mut c.socket);
+                result = c.out.write_to(&mut c.socket, &mut self.frames);
             }
         }
         match result {
@@ -385,6 +390,7 @@ impl<H: Handler> Worker<H> {
                 touched: Vec::new(),
                 resume: Vec::new(),
                 closed: Vec::new(),
+                frames: FrameTable::default(),
                 now: Instant::now(),
             },
             scratch: vec![0u8; SCRATCH_BYTES].into_boxed_slice(),
