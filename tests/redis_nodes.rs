@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use b::{eventually, http, Sub};
 use serde_json::{json, Value};
+use tickwire::PublishError;
 use tungstenite::Message;
 
 const REDIS_SERVER: &str = "redis-server";
@@ -34,8 +35,11 @@ const WAIT: Duration = Duration::from_secs(20);
 struct Scratch(PathBuf);
 
 impl Scratch {
-    fn new() -> Scratch {
-        let dir = std::env::temp_dir().join(format!("tickwire-redis-nodes-{}", std::process::id()));
+    fn new(test: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!(
+            "tickwire-redis-nodes-{}-{test}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&dir).expect("scratch dir");
         Scratch(dir)
     }
@@ -328,7 +332,7 @@ fn answers_ping(sub: &mut Sub, what: &str) {
 
 #[test]
 fn nodes_share_one_feed_through_redis_and_ride_out_its_restart() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("nodes");
     let port = free_port();
     let mut redis = RedisServer::start(port, &scratch.0);
     let a = Node::start("node-a", &redis);
@@ -569,4 +573,69 @@ fn nodes_share_one_feed_through_redis_and_ride_out_its_restart() {
             node.name
         );
     }
+}
+
+#[test]
+fn an_in_process_broker_publishes_through_redis_and_waits_for_it() {
+    let scratch = Scratch::new("in-process");
+    let port = free_port();
+    // Started before Redis: it comes up anyway, unhealthy, refusing publications.
+    let broker = b::start(|c| c.redis = Some(format!("redis://127.0.0.1:{port}")));
+    let publisher = broker.publisher();
+    assert_eq!(
+        broker.health(),
+        Err("redis: connection refused".to_owned()),
+        "before Redis starts"
+    );
+    assert!(matches!(
+        publisher.publish("rust/a", b"{}"),
+        Err(PublishError::Unavailable(m)) if m == "redis: connection refused"
+    ));
+    let mut redis = RedisServer::start(port, &scratch.0);
+    eventually(WAIT, "the broker connects", || broker.health().is_ok());
+
+    let node = Node::start("node", &redis);
+    let mut remote = node.subscriber(&["rust/+"]);
+    // The broker's own subscribers get its publications back through Redis, like everyone's.
+    let mut own = Sub::connect(&broker, "?subscribe=rust/a,rust/b");
+    assert_eq!(own.next()["type"], "subscribed");
+
+    assert_eq!(publisher.publish("rust/a", br#"{"n":1}"#), Ok(1));
+    let batch: [(&str, &[u8]); 2] = [("rust/a", br#"{"n":2}"#), ("rust/b", br#"{"n":3}"#)];
+    assert_eq!(publisher.publish_batch(&batch), Ok(2));
+    // One bad item: refused before Redis sees any of it.
+    let bad: [(&str, &[u8]); 2] = [("rust/a", b"{}"), ("rust/+", b"{}")];
+    let err = publisher.publish_batch(&bad).expect_err("refused");
+    assert_eq!(err.index, 1);
+    assert!(matches!(err.error, PublishError::InvalidTopic(_)));
+    let expected = vec![
+        ("rust/a".to_owned(), 1, json!({"n": 1})),
+        ("rust/a".to_owned(), 2, json!({"n": 2})),
+        ("rust/b".to_owned(), 1, json!({"n": 3})),
+    ];
+    assert_eq!(collect(&mut remote, 3), expected, "on the other node");
+    assert_eq!(collect(&mut own, 3), expected, "on the publishing broker");
+
+    redis.kill();
+    eventually(WAIT, "the broker notices", || broker.health().is_err());
+    let refused = publisher.publish("rust/a", b"{}");
+    assert!(
+        matches!(&refused, Err(PublishError::Unavailable(m)) if m.starts_with("redis: ")),
+        "{refused:?}"
+    );
+    let refused = publisher.publish_batch(&batch).expect_err("refused");
+    assert!(matches!(refused.error, PublishError::Unavailable(_)));
+    assert_eq!(refused.error.http_status(), 503);
+    answers_ping(&mut own, "own");
+
+    redis.restart();
+    eventually(WAIT, "the broker reconnects", || broker.health().is_ok());
+    eventually(WAIT, "the node reconnects", || node.healthz().0 == 200);
+    assert_eq!(publisher.publish("rust/a", br#"{"n":4}"#), Ok(3));
+    let after = vec![("rust/a".to_owned(), 3, json!({"n": 4}))];
+    assert_eq!(collect(&mut remote, 1), after);
+    assert_eq!(collect(&mut own, 1), after);
+    // Gone before the shutdown, which would otherwise wait for it to answer the close.
+    drop(own);
+    broker.shutdown();
 }
