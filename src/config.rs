@@ -224,6 +224,18 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(feature = "redis"))]
+    fn redis_without_the_feature_is_refused_at_start() {
+        let c = Config {
+            redis: Some("redis://:pw@db:6379".to_owned()),
+            ..Config::default()
+        };
+        let err = c.validate().unwrap_err();
+        assert!(err.contains("without the `redis` feature"), "{err}");
+        assert!(!err.contains("pw"), "{err}");
+    }
+
+    #[test]
     fn passwords_are_redacted_from_redis_urls() {
         assert_eq!(
             redact_url("redis://:s3cret@db:6379/0"),

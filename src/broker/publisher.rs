@@ -136,6 +136,7 @@ pub(crate) trait Upstream: Send + Sync + std::fmt::Debug {
 
 /// What [`Hub::deliver_sequenced`] did with a publication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // the only upstream is Redis
 pub(crate) enum Sequenced {
     /// Cached and queued to every worker.
     Delivered,
@@ -248,6 +249,7 @@ impl Hub {
             .all(|q| q.pending.load(Ordering::Acquire) + n <= self.capacity)
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     fn unreserve(&self, n: usize) {
         for q in self.queues.iter() {
             q.pending.fetch_sub(n, Ordering::AcqRel);
@@ -293,6 +295,7 @@ impl Hub {
     /// newer than the topic's last one here. The topic and payload must have passed
     /// [`Hub::check`]. Per topic, callers must come in the upstream's order for subscribers to
     /// see every `seq`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn deliver_sequenced(&self, topic: &str, seq: u64, payload: &[u8]) -> Sequenced {
         if !self.reserve(1) {
             return Sequenced::NoRoom;
