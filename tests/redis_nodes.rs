@@ -273,14 +273,22 @@ struct StreamPublisher {
 }
 
 impl StreamPublisher {
-    fn connect(node: &Node) -> StreamPublisher {
-        let stream = TcpStream::connect(node.local).expect("connect");
+    fn connect(local: SocketAddr) -> StreamPublisher {
+        let stream = TcpStream::connect(local).expect("connect");
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
-        let (ws, _) = tungstenite::client(format!("ws://{}/publish", node.local), stream)
+        let (ws, _) = tungstenite::client(format!("ws://{local}/publish"), stream)
             .expect("publisher handshake");
         StreamPublisher { ws, next_id: 0 }
+    }
+
+    /// Sends without an `id`: no answer unless it is refused.
+    fn send(&mut self, topic: &str, data: &Value) {
+        let frame = json!({"topic": topic, "data": data});
+        self.ws
+            .send(Message::Text(frame.to_string()))
+            .expect("send");
     }
 
     /// The answer to one publication: `published` (with its seq) or `error`.
@@ -399,7 +407,7 @@ fn nodes_share_one_feed_through_redis_and_ride_out_its_restart() {
         assert_eq!((status, body.trim()), (202, r#"{"published":4}"#));
         told
     });
-    let mut streaming = StreamPublisher::connect(&bn);
+    let mut streaming = StreamPublisher::connect(bn.local);
     let mut told = Vec::new();
     for i in 0..N {
         for topic in ["quotes/AAPL", "quotes/MSFT"] {
@@ -616,6 +624,27 @@ fn an_in_process_broker_publishes_through_redis_and_waits_for_it() {
     assert_eq!(collect(&mut remote, 3), expected, "on the other node");
     assert_eq!(collect(&mut own, 3), expected, "on the publishing broker");
 
+    // A streaming publisher that does not wait: many publications in flight to Redis at once
+    // (more than a worker lets one publisher have), answered in order, delivered in order.
+    let mut streaming = StreamPublisher::connect(b::local(&broker));
+    const BURST: u64 = 3000;
+    for i in 0..BURST {
+        streaming.send("rust/burst", &json!({"i": i}));
+    }
+    let last = streaming.publish("rust/burst", &json!({"i": BURST}));
+    assert_eq!(
+        last,
+        json!({"type": "published", "seq": BURST + 1, "id": 1})
+    );
+    let burst: Vec<Msg> = (0..=BURST)
+        .map(|i| ("rust/burst".to_owned(), i + 1, json!({"i": i})))
+        .collect();
+    assert_eq!(
+        collect(&mut remote, burst.len()),
+        burst,
+        "the burst, on the other node"
+    );
+
     redis.kill();
     eventually(WAIT, "the broker notices", || broker.health().is_err());
     let refused = publisher.publish("rust/a", b"{}");
@@ -626,6 +655,12 @@ fn an_in_process_broker_publishes_through_redis_and_waits_for_it() {
     let refused = publisher.publish_batch(&batch).expect_err("refused");
     assert!(matches!(refused.error, PublishError::Unavailable(_)));
     assert_eq!(refused.error.http_status(), 503);
+    let refused = streaming.publish("rust/burst", &json!({}));
+    assert_eq!(
+        (refused["type"].as_str(), refused["code"].as_str()),
+        (Some("error"), Some("unavailable")),
+        "{refused}"
+    );
     answers_ping(&mut own, "own");
 
     redis.restart();
@@ -635,7 +670,7 @@ fn an_in_process_broker_publishes_through_redis_and_waits_for_it() {
     let after = vec![("rust/a".to_owned(), 3, json!({"n": 4}))];
     assert_eq!(collect(&mut remote, 1), after);
     assert_eq!(collect(&mut own, 1), after);
-    // Gone before the shutdown, which would otherwise wait for it to answer the close.
-    drop(own);
+    // Gone before the shutdown, which would otherwise wait for them to answer the close.
+    drop((own, streaming));
     broker.shutdown();
 }

@@ -126,6 +126,10 @@ pub(crate) trait Upstream: Send + Sync + std::fmt::Debug {
     /// Sequences `items` as one all-or-nothing unit; returns their sequence numbers, in order.
     /// Returns only once the upstream has them, so a success is a promise of delivery.
     fn publish(&self, items: &[(&str, &[u8])]) -> Result<Vec<u64>, PublishError>;
+    /// Like `publish` for one publication, without waiting: `done` runs later, on another
+    /// thread, with its seq or why it was refused. On `Err` (refused at once) `done` never runs;
+    /// on `Ok` it runs exactly once.
+    fn submit(&self, topic: &str, payload: &[u8], done: Done) -> Result<(), PublishError>;
     /// `Err(reason)` while publications cannot be delivered (for `/healthz`).
     fn health(&self) -> Result<(), String>;
     /// Appends the upstream's own metrics in the Prometheus text format.
@@ -133,6 +137,10 @@ pub(crate) trait Upstream: Send + Sync + std::fmt::Debug {
     /// Delivers what this node already had accepted, then disconnects. Called once, at shutdown.
     fn stop(&self);
 }
+
+/// What runs when an upstream has answered a [`Upstream::submit`]: quick, it runs on the
+/// upstream's thread.
+pub(crate) type Done = Box<dyn FnOnce(Result<u64, PublishError>) + Send>;
 
 /// What [`Hub::deliver_sequenced`] did with a publication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -371,6 +379,13 @@ impl Hub {
         Some(delivery.seq)
     }
 
+    /// Wakes one worker (that has work besides its publish queue).
+    pub(crate) fn wake_worker(&self, worker: usize) {
+        if let Some(n) = self.queues.get(worker).and_then(|q| q.notifier.get()) {
+            n.notify();
+        }
+    }
+
     fn wake_workers(&self) {
         for q in self.queues.iter() {
             if let Some(n) = q.notifier.get() {
@@ -475,6 +490,44 @@ impl Publisher {
             .fetch_add(items.len() as u64, Ordering::Relaxed);
         hub.wake_workers();
         Ok(items.len())
+    }
+
+    /// With an upstream: checks one publication and sends it there without waiting; `done` runs
+    /// (on the upstream's thread, so it must be quick) with its seq or why it was refused, unless
+    /// this returns `Err` (refused at once). Without an upstream: publishes it here and runs
+    /// `done` before returning.
+    pub(crate) fn submit(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        done: Done,
+    ) -> Result<(), PublishError> {
+        let hub = &*self.hub;
+        let Some(up) = &hub.upstream else {
+            done(self.publish(topic, payload));
+            return Ok(());
+        };
+        let _guard = match hub.begin() {
+            Ok(g) => g,
+            Err(e) => return hub.reject(e),
+        };
+        if let Err(e) = hub.check(topic, payload) {
+            return hub.reject(e);
+        }
+        if !hub.has_room(1) {
+            return hub.reject(PublishError::QueueFull);
+        }
+        let counted = self.hub.clone();
+        let done: Done = Box::new(move |result| {
+            match &result {
+                Ok(_) => {
+                    counted.metrics.published.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => counted.metrics.rejected(e.rejection()),
+            }
+            done(result);
+        });
+        up.submit(topic, payload, done).or_else(|e| hub.reject(e))
     }
 
     /// Sends checked publications to the upstream; they reach this node's subscribers when they

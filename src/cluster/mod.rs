@@ -33,11 +33,11 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 use redis::Value;
 
-use crate::broker::publisher::{Hub, PublishError, Upstream};
+use crate::broker::publisher::{Done, Hub, PublishError, Upstream};
 use crate::config::redact_url;
 use link::Link;
 use wire::Keys;
-use writer::Request;
+use writer::{Reply, Request};
 
 /// Publications waiting for the writer, at most.
 const WRITER_QUEUE: usize = 65536;
@@ -133,37 +133,34 @@ impl Redis {
     /// Queues a packed command for the writer and waits for its reply.
     fn call(&self, cmd: Vec<u8>) -> Result<Value, PublishError> {
         let (reply, answer) = crossbeam_channel::bounded(1);
-        match self.requests.try_send(Request { cmd, reply }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(PublishError::QueueFull),
-            Err(TrySendError::Disconnected(_)) => {
-                return Err(self.refuse("redis: the writer has stopped".to_owned()))
-            }
-        }
+        self.queue(cmd, Reply::Wait(reply))?;
         match answer.recv_timeout(ANSWER_TIMEOUT) {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(reason)) => Err(self.refuse(reason)),
-            Err(_) => Err(self.refuse(format!(
-                "redis: no answer within {ANSWER_TIMEOUT:?} (the publication may or may not \
-                 have reached Redis)"
-            ))),
+            Ok(Err(reason)) => Err(refuse(&self.link, reason)),
+            Err(_) => Err(refuse(
+                &self.link,
+                format!(
+                    "redis: no answer within {ANSWER_TIMEOUT:?} (the publication may or may not \
+                     have reached Redis)"
+                ),
+            )),
         }
     }
 
-    fn refuse(&self, reason: String) -> PublishError {
-        self.link
-            .counters
-            .publish_errors
-            .fetch_add(1, Ordering::Relaxed);
-        PublishError::Unavailable(reason)
-    }
-}
-
-impl Upstream for Redis {
-    fn publish(&self, items: &[(&str, &[u8])]) -> Result<Vec<u64>, PublishError> {
-        if let Err(reason) = self.link.health() {
-            return Err(self.refuse(reason));
+    /// Hands a packed command to the writer; on `Err` the reply will never come.
+    fn queue(&self, cmd: Vec<u8>, reply: Reply) -> Result<(), PublishError> {
+        match self.requests.try_send(Request { cmd, reply }) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(PublishError::QueueFull),
+            Err(TrySendError::Disconnected(_)) => Err(refuse(
+                &self.link,
+                "redis: the writer has stopped".to_owned(),
+            )),
         }
+    }
+
+    /// `EVALSHA` of the publish script for `items`, packed.
+    fn publish_command(&self, items: &[(&str, &[u8])]) -> Vec<u8> {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(&self.publish_sha)
             .arg(2)
@@ -173,8 +170,41 @@ impl Upstream for Redis {
         for (topic, payload) in items {
             cmd.arg(*topic).arg(*payload);
         }
-        let reply = self.call(cmd.get_packed_command())?;
-        seqs(reply, items.len()).map_err(|reason| self.refuse(reason))
+        cmd.get_packed_command()
+    }
+}
+
+/// Counts a publication refused because of Redis.
+fn refuse(link: &Link, reason: String) -> PublishError {
+    link.counters.publish_errors.fetch_add(1, Ordering::Relaxed);
+    PublishError::Unavailable(reason)
+}
+
+impl Upstream for Redis {
+    fn publish(&self, items: &[(&str, &[u8])]) -> Result<Vec<u64>, PublishError> {
+        if let Err(reason) = self.link.health() {
+            return Err(refuse(&self.link, reason));
+        }
+        let reply = self.call(self.publish_command(items))?;
+        seqs(reply, items.len()).map_err(|reason| refuse(&self.link, reason))
+    }
+
+    fn submit(&self, topic: &str, payload: &[u8], done: Done) -> Result<(), PublishError> {
+        if let Err(reason) = self.link.health() {
+            return Err(refuse(&self.link, reason));
+        }
+        let link = self.link.clone();
+        let then = move |answer: Result<Value, String>| {
+            let seq = answer
+                .and_then(|reply| seqs(reply, 1))
+                .map(|seqs| seqs.first().copied().unwrap_or(0))
+                .map_err(|reason| refuse(&link, reason));
+            done(seq);
+        };
+        self.queue(
+            self.publish_command(&[(topic, payload)]),
+            Reply::Then(Box::new(then)),
+        )
     }
 
     fn health(&self) -> Result<(), String> {

@@ -24,7 +24,25 @@ const TICK: Duration = Duration::from_millis(100);
 /// there is none.
 pub struct Request {
     pub cmd: Vec<u8>,
-    pub reply: Sender<Result<Value, String>>,
+    pub reply: Reply,
+}
+
+/// Where a reply goes. Every request is answered exactly once.
+pub enum Reply {
+    /// To a caller blocked on the other end.
+    Wait(Sender<Result<Value, String>>),
+    /// To a callback, run on this thread: it must be quick (hand the answer on, wake someone).
+    Then(Box<dyn FnOnce(Result<Value, String>) + Send>),
+}
+
+impl Reply {
+    pub fn send(self, answer: Result<Value, String>) {
+        match self {
+            // The caller may have given up waiting; nobody is left to tell.
+            Reply::Wait(tx) => drop(tx.send(answer)),
+            Reply::Then(f) => f(answer),
+        }
+    }
 }
 
 pub fn run(link: Arc<Link>, requests: Receiver<Request>) {
@@ -49,7 +67,7 @@ pub fn run(link: Arc<Link>, requests: Receiver<Request>) {
         execute(&link, &mut batch);
     }
     for r in requests.try_iter() {
-        let _ = r.reply.send(Err("the node is stopping".to_owned()));
+        r.reply.send(Err("redis: the node is stopping".to_owned()));
     }
 }
 
@@ -90,7 +108,7 @@ fn execute(link: &Link, batch: &mut Vec<Request>) {
         if is_noscript(&reply) {
             again.push(r);
         } else {
-            let _ = r.reply.send(Ok(reply));
+            r.reply.send(Ok(reply));
         }
     }
     if again.is_empty() {
@@ -107,9 +125,7 @@ fn execute(link: &Link, batch: &mut Vec<Request>) {
     for r in again {
         let reply = conn.req_packed_command(&r.cmd);
         match reply {
-            Ok(v) => {
-                let _ = r.reply.send(Ok(v));
-            }
+            Ok(v) => r.reply.send(Ok(v)),
             Err(e) => return fail(link, &mut slot, &mut vec![r], describe(&e)),
         }
     }
@@ -137,6 +153,6 @@ fn fail(
 
 fn refuse_all(batch: &mut Vec<Request>, reason: &str) {
     for r in batch.drain(..) {
-        let _ = r.reply.send(Err(reason.to_owned()));
+        r.reply.send(Err(reason.to_owned()));
     }
 }
