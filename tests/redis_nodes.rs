@@ -14,143 +14,22 @@
 
 #[path = "util/broker.rs"]
 mod b;
+#[path = "util/redis.rs"]
+mod redis_server;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
 use b::{eventually, http, Sub};
+use redis_server::{free_port, resp, RedisServer, Scratch, WAIT};
 use serde_json::{json, Value};
 use tickwire::PublishError;
 use tungstenite::Message;
-
-const REDIS_SERVER: &str = "redis-server";
-const WAIT: Duration = Duration::from_secs(20);
-
-/// A directory for logs, removed at the end (dropped last: declare it first).
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!(
-            "tickwire-redis-nodes-{}-{test}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A `redis-server` on a loopback port, with nothing saved to disk.
-struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl RedisServer {
-    fn start(port: u16, dir: &Path) -> RedisServer {
-        let mut server = RedisServer {
-            child: None,
-            port,
-            dir: dir.to_owned(),
-        };
-        server.restart();
-        server
-    }
-
-    /// Starts it (again, on the same port) and waits until it answers.
-    fn restart(&mut self) {
-        assert!(self.child.is_none(), "redis-server is already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("redis.log"))
-            .expect("redis log");
-        let child = Command::new(REDIS_SERVER)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {REDIS_SERVER}: {e}. This test needs Debian's redis-server \
-                     (apt-get install redis-server; tests/run_all.sh installs it)"
-                )
-            });
-        self.child = Some(child);
-        let port = self.port;
-        eventually(WAIT, "redis-server answers PING", || {
-            resp(port, &[b"PING"]).is_ok_and(|r| r.starts_with(b"+PONG"))
-        });
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// SIGKILL: Redis vanishes the way a crashed host does.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-        if thread::panicking() {
-            if let Ok(log) = std::fs::read_to_string(self.dir.join("redis.log")) {
-                eprintln!("--- redis-server log ---\n{log}");
-            }
-        }
-    }
-}
-
-/// A port that was free a moment ago (the kernel's pick for port 0).
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("addr").port()
-}
-
-/// One Redis command over raw RESP; the raw reply (read until a first reply line is whole).
-fn resp(port: u16, args: &[&[u8]]) -> std::io::Result<Vec<u8>> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut req = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        req.extend_from_slice(a);
-        req.extend_from_slice(b"\r\n");
-    }
-    s.write_all(&req)?;
-    let mut reply = Vec::new();
-    let mut buf = [0u8; 512];
-    while !reply.ends_with(b"\r\n") {
-        let n = s.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        reply.extend_from_slice(&buf[..n]);
-    }
-    Ok(reply)
-}
 
 /// A `tickwire` process connected to Redis.
 struct Node {
