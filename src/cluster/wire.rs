@@ -217,6 +217,27 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn decoding_any_bytes_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let _ = decode(&bytes);
+            let mut tagged = TAG.to_vec();
+            tagged.extend_from_slice(&bytes);
+            let _ = decode(&tagged);
+        }
+
+        #[test]
+        fn what_is_encoded_decodes_to_itself(
+            topic in "[a-zA-Z0-9./_+#-]{1,40}",
+            seq in 1u64..,
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            let bytes = encode(&topic, seq, &payload);
+            let m = decode(&bytes).expect("decodes");
+            proptest::prop_assert_eq!(m, Message { topic: &topic, seq, payload: &payload });
+        }
+    }
+
     #[test]
     fn keys_and_channels() {
         let k = Keys::new("feed");
