@@ -511,19 +511,23 @@ impl BrokerWorker {
     /// Redis answered one of a streaming publisher's frames: record it, then send every answer
     /// now due, in frame order.
     fn on_answer(&mut self, a: StreamAnswer, out: &mut Outbox<'_>) {
+        let slot = match self.clients.get(a.conn.0) {
+            Some(Some(Client::Publisher(p))) if p.serial == a.serial => {
+                let first = p.next_ticket - p.pending.len() as u64;
+                a.ticket.checked_sub(first)
+            }
+            _ => None, // for a connection that closed meanwhile
+        };
+        let Some(slot) = slot else { return };
         let text = match a.result {
             Ok(seq) => a.id.as_deref().map(|id| published(seq, id)),
             Err(e) => Some(self.error_text(&ClientError::new(e.code(), e.to_string(), a.id))),
         };
         let Some(Some(Client::Publisher(p))) = self.clients.get_mut(a.conn.0) else {
-            return; // closed meanwhile
+            return;
         };
-        let first = p.next_ticket - p.pending.len() as u64;
-        if p.serial != a.serial || a.ticket < first {
-            return; // for a connection that closed meanwhile
-        }
-        if let Some(slot) = p.pending.get_mut((a.ticket - first) as usize) {
-            *slot = Some(text);
+        if let Some(waiting) = p.pending.get_mut(slot as usize) {
+            *waiting = Some(text);
         }
         while let Some(Some(_)) = p.pending.front() {
             if let Some(Some(Some(text))) = p.pending.pop_front() {
@@ -625,7 +629,9 @@ impl Handler for BrokerWorker {
             Message::Binary(_) => {
                 let e =
                     ClientError::new("bad_request", "send JSON in text frames, not binary", None);
-                self.send_error(conn, &e, out);
+                let text = self.error_text(&e);
+                // A publisher's answers keep the order of its frames.
+                self.answer_publisher(conn, Some(text), out);
             }
         }
     }
