@@ -503,6 +503,23 @@ fn an_in_process_broker_publishes_through_redis_and_waits_for_it() {
     assert_eq!(collect(&mut remote, 3), expected, "on the other node");
     assert_eq!(collect(&mut own, 3), expected, "on the publishing broker");
 
+    // A batch stays all or nothing in Redis too: one topic whose seq someone overwrote with
+    // garbage stops the whole batch before anything of it is written.
+    resp(port, &[b"HSET", b"tickwire:seq", b"rust/corrupt", b"abc"]).expect("HSET");
+    let corrupt: [(&str, &[u8]); 2] = [("rust/a", b"{}"), ("rust/corrupt", b"{}")];
+    let refused = publisher.publish_batch(&corrupt).expect_err("refused");
+    assert!(
+        matches!(&refused.error, PublishError::Unavailable(m) if m.contains("not a whole number")),
+        "{refused:?}"
+    );
+    let seq_a = resp(port, &[b"HGET", b"tickwire:seq", b"rust/a"]).expect("HGET");
+    assert_eq!(
+        redis_server::bulk(&seq_a),
+        "2",
+        "nothing of the batch was published"
+    );
+    resp(port, &[b"HDEL", b"tickwire:seq", b"rust/corrupt"]).expect("HDEL");
+
     // A streaming publisher that does not wait: many publications in flight to Redis at once
     // (more than a worker lets one publisher have), answered in order, delivered in order.
     let mut streaming = StreamPublisher::connect(b::local(&broker));

@@ -27,7 +27,21 @@ const TAG: &[u8] = b"tw1 ";
 /// so every node sees the same seq for the same update, in the same order. `KEYS[1]` is the seq
 /// hash, `KEYS[2]` the last-value hash, `ARGV[1]` the channel prefix (`P:`), then topic and
 /// payload pairs (checked by the node before). Returns the seqs, in order.
+///
+/// Redis does not undo a script's writes when a later command in it fails, so a batch first
+/// checks that every seq can be incremented (only a foreign write into the seq hash could stop
+/// it) and writes nothing otherwise. A single publication needs no such check: its first write
+/// is the one that would fail.
 pub const PUBLISH_SCRIPT: &str = r#"
+if #ARGV > 3 then
+  for i = 2, #ARGV, 2 do
+    local have = redis.call('HGET', KEYS[1], ARGV[i])
+    if have and not string.match(have, '^%d+$') then
+      return redis.error_reply('ERR the seq of ' .. ARGV[i] .. ' in ' .. KEYS[1] ..
+        ' is not a whole number: nothing of the batch was published')
+    end
+  end
+end
 local seqs = {}
 for i = 2, #ARGV, 2 do
   local topic, payload = ARGV[i], ARGV[i + 1]
