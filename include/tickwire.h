@@ -91,6 +91,12 @@ typedef enum tw_status {
    * The caller's buffer is too small for the answer.
    */
   TW_ERR_BUFFER_TOO_SMALL = -11,
+  /**
+   * The broker cannot deliver it now: with `redis` set, the connection to Redis is down or
+   * Redis refused the publication (`tw_last_error()` says which). Nothing was published;
+   * retry later.
+   */
+  TW_ERR_UNAVAILABLE = -12,
 } tw_status;
 
 /**
@@ -176,6 +182,16 @@ typedef struct tw_config {
    * Passed back to `on_connection` as is.
    */
   void *on_connection_user;
+  /**
+   * Redis URL ("redis://host:6379") through which several brokers share one feed, or NULL
+   * (the default) to keep everything in this process. Needs a library built with the `redis`
+   * feature (the default); otherwise `tw_broker_start` fails with TW_ERR_CONFIG.
+   */
+  const char *redis;
+  /**
+   * Names the feed in Redis (brokers with the same prefix share it), or NULL for "tickwire".
+   */
+  const char *redis_prefix;
 } tw_config;
 
 /**

@@ -52,6 +52,13 @@ pub struct Config {
     /// WebSocket pings a client may send per second; past it they are not answered, and at
     /// twice the rate it is closed with 1008.
     pub max_pings_per_sec: u32,
+    /// Redis URL (`redis://[:password@]host:port[/db]`) through which several nodes share one
+    /// feed; `None` (the default) keeps everything in this process. Needs the `redis` feature.
+    pub redis: Option<String>,
+    /// Names this feed in Redis: channels `<prefix>:<topic>`, hashes `<prefix>:seq` and
+    /// `<prefix>:last`. Nodes with the same prefix share a feed. ASCII letters, digits, `_`,
+    /// `-` and `.`, at most 64 bytes.
+    pub redis_prefix: String,
 }
 
 impl Default for Config {
@@ -76,6 +83,8 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             max_requests_per_sec: 100,
             max_pings_per_sec: 20,
+            redis: None,
+            redis_prefix: "tickwire".to_owned(),
         }
     }
 }
@@ -115,7 +124,27 @@ impl Config {
         if self.pong_timeout <= self.ping_interval {
             return Err("pong_timeout must be longer than ping_interval".to_owned());
         }
-        Ok(())
+        self.validate_redis()
+    }
+
+    fn validate_redis(&self) -> Result<(), String> {
+        let p = &self.redis_prefix;
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+        // The prefix goes into a PSUBSCRIBE glob, so glob characters (and `:`, the separator)
+        // are kept out rather than escaped.
+        if p.is_empty() || p.len() > 64 || !p.chars().all(allowed) {
+            return Err(format!(
+                "redis_prefix '{p}' must be 1 to 64 ASCII letters, digits, '_', '-' or '.'"
+            ));
+        }
+        match &self.redis {
+            Some(url) if !cfg!(feature = "redis") => Err(format!(
+                "redis is set ({}) but this tickwire was built without the `redis` feature",
+                redact_url(url)
+            )),
+            Some(url) if url.trim().is_empty() => Err("redis is set to an empty URL".to_owned()),
+            _ => Ok(()),
+        }
     }
 
     /// Worker threads to start.
@@ -125,6 +154,21 @@ impl Config {
         } else {
             self.workers
         }
+    }
+}
+
+/// `url` with any password replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{}", &rest[at + 1..])
+        }
+        None => url.to_owned(),
     }
 }
 
@@ -161,5 +205,47 @@ mod tests {
         assert!(c.validate().unwrap_err().contains("publish_token"));
         c.publish_token = Some("secret".into());
         assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn the_redis_prefix_cannot_hold_glob_characters() {
+        for bad in ["", "a*", "a:b", "a b", "[x]", &"x".repeat(65)] {
+            let c = Config {
+                redis_prefix: bad.to_owned(),
+                ..Config::default()
+            };
+            assert!(c.validate().unwrap_err().contains("redis_prefix"), "{bad}");
+        }
+        let c = Config {
+            redis_prefix: "feed-1.eu_west".to_owned(),
+            ..Config::default()
+        };
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    #[cfg(not(feature = "redis"))]
+    fn redis_without_the_feature_is_refused_at_start() {
+        let c = Config {
+            redis: Some("redis://:pw@db:6379".to_owned()),
+            ..Config::default()
+        };
+        let err = c.validate().unwrap_err();
+        assert!(err.contains("without the `redis` feature"), "{err}");
+        assert!(!err.contains("pw"), "{err}");
+    }
+
+    #[test]
+    fn passwords_are_redacted_from_redis_urls() {
+        assert_eq!(
+            redact_url("redis://:s3cret@db:6379/0"),
+            "redis://:***@db:6379/0"
+        );
+        assert_eq!(
+            redact_url("redis://user:pw@db:6379"),
+            "redis://user:***@db:6379"
+        );
+        assert_eq!(redact_url("redis://db:6379"), "redis://db:6379");
+        assert_eq!(redact_url("unix:/tmp/r.sock"), "unix:/tmp/r.sock");
     }
 }

@@ -50,6 +50,10 @@ pub enum tw_status {
     TW_ERR_INTERNAL = -10,
     /// The caller's buffer is too small for the answer.
     TW_ERR_BUFFER_TOO_SMALL = -11,
+    /// The broker cannot deliver it now: with `redis` set, the connection to Redis is down or
+    /// Redis refused the publication (`tw_last_error()` says which). Nothing was published;
+    /// retry later.
+    TW_ERR_UNAVAILABLE = -12,
 }
 
 /// Settings for [`tw_broker_start`]. Fill with [`tw_config_init`], then change what you need.
@@ -83,6 +87,12 @@ pub struct tw_config {
     pub on_connection: tw_connection_callback,
     /// Passed back to `on_connection` as is.
     pub on_connection_user: *mut c_void,
+    /// Redis URL ("redis://host:6379") through which several brokers share one feed, or NULL
+    /// (the default) to keep everything in this process. Needs a library built with the `redis`
+    /// feature (the default); otherwise `tw_broker_start` fails with TW_ERR_CONFIG.
+    pub redis: *const c_char,
+    /// Names the feed in Redis (brokers with the same prefix share it), or NULL for "tickwire".
+    pub redis_prefix: *const c_char,
 }
 
 /// What happened to a WebSocket client connection.
@@ -232,6 +242,8 @@ pub unsafe extern "C" fn tw_config_init(cfg: *mut tw_config) -> tw_status {
             publish_token: std::ptr::null(),
             on_connection: None,
             on_connection_user: std::ptr::null_mut(),
+            redis: std::ptr::null(),
+            redis_prefix: std::ptr::null(),
         };
         // SAFETY: `cfg` is non-null and the caller gives us a writable tw_config.
         unsafe { cfg.write(value) };
@@ -315,6 +327,14 @@ unsafe fn start(c: &tw_config) -> Result<tw_broker, tw_status> {
         // SAFETY: forwarded from the caller's promise.
         config.publish_token = Some(unsafe { c_str(c.publish_token, "publish_token") }?.to_owned());
     }
+    if !c.redis.is_null() {
+        // SAFETY: forwarded from the caller's promise.
+        config.redis = Some(unsafe { c_str(c.redis, "redis") }?.to_owned());
+    }
+    if !c.redis_prefix.is_null() {
+        // SAFETY: forwarded from the caller's promise.
+        config.redis_prefix = unsafe { c_str(c.redis_prefix, "redis_prefix") }?.to_owned();
+    }
     let mut hooks = Hooks::default();
     if let Some(callback) = c.on_connection {
         let hook = ConnectionHook {
@@ -352,6 +372,7 @@ fn publish_status(e: &PublishError) -> tw_status {
         PublishError::PayloadTooLarge { .. } => tw_status::TW_ERR_PAYLOAD_TOO_LARGE,
         PublishError::QueueFull => tw_status::TW_ERR_QUEUE_FULL,
         PublishError::ShuttingDown => tw_status::TW_ERR_STOPPED,
+        PublishError::Unavailable(_) => tw_status::TW_ERR_UNAVAILABLE,
     }
 }
 
@@ -625,7 +646,7 @@ pub extern "C" fn tw_last_error() -> *const c_char {
 #[no_mangle]
 pub extern "C" fn tw_status_str(status: c_int) -> *const c_char {
     use tw_status::*;
-    const ALL: [tw_status; 12] = [
+    const ALL: [tw_status; 13] = [
         TW_OK,
         TW_ERR_NULL_ARGUMENT,
         TW_ERR_INVALID_UTF8,
@@ -638,6 +659,7 @@ pub extern "C" fn tw_status_str(status: c_int) -> *const c_char {
         TW_ERR_IO,
         TW_ERR_INTERNAL,
         TW_ERR_BUFFER_TOO_SMALL,
+        TW_ERR_UNAVAILABLE,
     ];
     let name: &'static CStr = match ALL.into_iter().find(|s| *s as c_int == status) {
         Some(TW_OK) => c"TW_OK",
@@ -652,6 +674,7 @@ pub extern "C" fn tw_status_str(status: c_int) -> *const c_char {
         Some(TW_ERR_IO) => c"TW_ERR_IO",
         Some(TW_ERR_INTERNAL) => c"TW_ERR_INTERNAL",
         Some(TW_ERR_BUFFER_TOO_SMALL) => c"TW_ERR_BUFFER_TOO_SMALL",
+        Some(TW_ERR_UNAVAILABLE) => c"TW_ERR_UNAVAILABLE",
         None => c"TW_UNKNOWN_STATUS",
     };
     name.as_ptr()
@@ -784,13 +807,14 @@ mod tests {
             (TW_ERR_NULL_ARGUMENT, "TW_ERR_NULL_ARGUMENT"),
             (TW_ERR_QUEUE_FULL, "TW_ERR_QUEUE_FULL"),
             (TW_ERR_BUFFER_TOO_SMALL, "TW_ERR_BUFFER_TOO_SMALL"),
+            (TW_ERR_UNAVAILABLE, "TW_ERR_UNAVAILABLE"),
         ] {
             assert_eq!(text(tw_status_str(status as c_int)), name);
         }
-        for code in -11..=0 {
+        for code in -12..=0 {
             assert_ne!(text(tw_status_str(code)), "TW_UNKNOWN_STATUS", "{code}");
         }
-        for code in [1, -12, c_int::MIN, c_int::MAX] {
+        for code in [1, -13, c_int::MIN, c_int::MAX] {
             assert_eq!(text(tw_status_str(code)), "TW_UNKNOWN_STATUS");
         }
     }

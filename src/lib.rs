@@ -24,6 +24,9 @@
 //!   [`server::Handler`] trait and knows nothing of topics.
 //! - [`broker`]: topics, subscriptions, the last-value cache, the publish queue, fan-out and the
 //!   local publish API: the application the server runs.
+//! - `cluster` (feature `redis`): several nodes sharing one feed through Redis (`--redis URL`):
+//!   publications sequenced by a Lua script in Redis, a pattern subscription feeding the local
+//!   queues, last values kept in Redis, reconnection with backoff.
 //! - [`config`]: settings and their defaults.
 //! - `metrics`: counters and their Prometheus rendering.
 //! - [`demo`]: the synthetic feed behind `--demo`.
@@ -31,6 +34,8 @@
 //! - `web`: the quote board page.
 
 pub mod broker;
+#[cfg(feature = "redis")]
+mod cluster;
 pub mod config;
 pub mod demo;
 pub mod ffi;
@@ -48,7 +53,13 @@ pub use broker::publisher::{BatchError, PublishError, Publisher};
 pub use broker::{ConnectionCallback, ConnectionEvent, Hooks};
 pub use config::Config;
 
+#[cfg(feature = "redis")]
+use broker::publisher::Upstream as _;
 use broker::{BrokerShared, BrokerWorker};
+
+/// How long starting waits for the Redis link before going on without it.
+#[cfg(feature = "redis")]
+const REDIS_START_WAIT: Duration = Duration::from_secs(2);
 use server::{Server, ServerConfig};
 
 /// Why a broker could not start.
@@ -162,11 +173,32 @@ impl Broker {
     }
 
     /// [`Broker::start`] with callbacks.
+    ///
+    /// With [`Config::redis`] set, it also connects to Redis, waiting up to 2 s for the link to
+    /// come up; if Redis is not there yet, the broker starts anyway, unhealthy and refusing
+    /// publications until the link is up (see [`Broker::health`]).
     pub fn start_with(config: Config, hooks: Hooks) -> Result<Broker, Error> {
         config.validate().map_err(Error::Config)?;
         let workers = config.worker_count();
-        let (hub, receivers) =
-            broker::publisher::Hub::new(workers, config.publish_queue, config.max_payload);
+        #[cfg(feature = "redis")]
+        let redis = match &config.redis {
+            Some(url) => {
+                Some(cluster::Redis::new(url, &config.redis_prefix).map_err(Error::Config)?)
+            }
+            None => None,
+        };
+        #[cfg(feature = "redis")]
+        let upstream = redis
+            .clone()
+            .map(|r| r as Arc<dyn broker::publisher::Upstream>);
+        #[cfg(not(feature = "redis"))]
+        let upstream = None;
+        let (hub, receivers) = broker::publisher::Hub::new(
+            workers,
+            config.publish_queue,
+            config.max_payload,
+            upstream,
+        );
         let shared = Arc::new(BrokerShared {
             hub: Arc::new(hub),
             config: config.clone(),
@@ -221,6 +253,23 @@ impl Broker {
                 .map_or_else(|| "off".to_owned(), |a| format!("at http://{a}"))
         );
         let _ = shared.engine.set(server.stats_source());
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &redis {
+            redis
+                .start(shared.hub.clone())
+                .map_err(|source| Error::Io {
+                    what: "cannot start the redis threads".to_owned(),
+                    source,
+                })?;
+            if !redis.wait_up(REDIS_START_WAIT) {
+                log::warn!(
+                    "redis at {} is not reachable yet ({}): serving subscribers, refusing \
+                     publications and answering /healthz with 503 until it is; retrying",
+                    redis.url(),
+                    redis.health().err().unwrap_or_default()
+                );
+            }
+        }
         Ok(Broker {
             server: Some(server),
             shared,
@@ -247,6 +296,12 @@ impl Broker {
 
     pub fn config(&self) -> &Config {
         &self.shared.config
+    }
+
+    /// `Ok` while the broker can do its whole job; with `--redis`, `Err(reason)` while Redis is
+    /// out of reach (publications are refused then). `/healthz` answers the same.
+    pub fn health(&self) -> Result<(), String> {
+        self.shared.hub.upstream().map_or(Ok(()), |up| up.health())
     }
 
     pub fn stats(&self) -> Stats {

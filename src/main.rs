@@ -81,6 +81,20 @@ struct Cli {
     /// Seconds of silence before a connection is dropped [default: 60]
     #[arg(long, value_name = "SECS")]
     pong_timeout: Option<f64>,
+    /// Share one feed with other tickwire nodes through this Redis (redis://[:PASSWORD@]HOST:PORT[/DB]):
+    /// publications made on any node reach the subscribers of all, with the same seqs
+    /// [default: off]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "TICKWIRE_REDIS",
+        hide_env_values = true
+    )]
+    redis: Option<String>,
+    /// Names the feed in Redis: channels PREFIX:<topic>, hashes PREFIX:seq and PREFIX:last;
+    /// nodes with the same prefix share a feed [default: tickwire]
+    #[arg(long, value_name = "PREFIX")]
+    redis_prefix: Option<String>,
     /// Publish a synthetic feed: 50 symbols on quotes/<SYMBOL>, a few updates a second each
     #[arg(long)]
     demo: bool,
@@ -211,6 +225,12 @@ fn build_config(cli: &Cli) -> Result<Config, String> {
     if !cli.allowed_origins.is_empty() {
         c.allowed_origins = cli.allowed_origins.clone();
     }
+    if let Some(url) = &cli.redis {
+        c.redis = Some(url.clone());
+    }
+    if let Some(prefix) = &cli.redis_prefix {
+        c.redis_prefix = prefix.clone();
+    }
     c.validate()?;
     Ok(c)
 }
@@ -228,6 +248,17 @@ fn print_banner(broker: &Broker, demo: bool) {
              operations:   http://{local}/metrics  /healthz  /topics\n"
         )),
         None => text.push_str("  local API:    off\n"),
+    }
+    if let Some(url) = &broker.config().redis {
+        let state = match broker.health() {
+            Ok(()) => "connected".to_owned(),
+            Err(reason) => format!("not connected yet: {reason}"),
+        };
+        text.push_str(&format!(
+            "  redis:        {} (prefix {}), {state}\n",
+            tickwire::config::redact_url(url),
+            broker.config().redis_prefix
+        ));
     }
     if demo {
         text.push_str(&format!(

@@ -13,15 +13,18 @@ pub(crate) enum Rejection {
     PayloadTooLarge,
     QueueFull,
     ShuttingDown,
+    /// `--redis` and the connection is down, or Redis refused it.
+    Unavailable,
 }
 
 impl Rejection {
-    const ALL: [Rejection; 5] = [
+    const ALL: [Rejection; 6] = [
         Rejection::InvalidTopic,
         Rejection::InvalidPayload,
         Rejection::PayloadTooLarge,
         Rejection::QueueFull,
         Rejection::ShuttingDown,
+        Rejection::Unavailable,
     ];
 
     pub fn label(self) -> &'static str {
@@ -31,12 +34,13 @@ impl Rejection {
             Rejection::PayloadTooLarge => "payload_too_large",
             Rejection::QueueFull => "queue_full",
             Rejection::ShuttingDown => "shutting_down",
+            Rejection::Unavailable => "unavailable",
         }
     }
 }
 
 /// Error codes answered to subscribers (`{"type":"error","code":...}`).
-pub(crate) const CLIENT_ERROR_CODES: [&str; 10] = [
+pub(crate) const CLIENT_ERROR_CODES: [&str; 11] = [
     "bad_json",
     "bad_request",
     "unknown_op",
@@ -47,6 +51,7 @@ pub(crate) const CLIENT_ERROR_CODES: [&str; 10] = [
     "queue_full",
     "shutting_down",
     "rate_limited",
+    "unavailable",
 ];
 
 /// HTTP statuses the local and public listeners answer with errors.
@@ -55,7 +60,7 @@ const HTTP_ERROR_STATUSES: [u16; 7] = [400, 401, 403, 404, 405, 413, 503];
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
     pub published: AtomicU64,
-    rejected: [AtomicU64; 5],
+    rejected: [AtomicU64; Rejection::ALL.len()],
     /// Live frames queued to subscribers.
     pub deliveries: AtomicU64,
     pub snapshots: AtomicU64,

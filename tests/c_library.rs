@@ -6,6 +6,9 @@
 //!
 //! Every program is started with a time limit and killed if it outlives it.
 
+#[cfg(feature = "redis")]
+#[path = "util/redis.rs"]
+mod redis_server;
 mod util;
 
 use std::collections::HashMap;
@@ -310,6 +313,41 @@ fn the_c_publisher_feeds_a_websocket_subscriber() {
             ended.stderr.contains("tickwire INFO: broker stopped"),
             "{variant}: {}",
             ended.stderr
+        );
+    }
+}
+
+/// With a Redis URL, `tw_publish` goes through Redis: the C program's own subscribers get its
+/// quotes back from Redis (with Redis's seqs), and Redis holds their seqs and last values.
+#[cfg(feature = "redis")]
+#[test]
+fn the_c_publisher_publishes_through_redis() {
+    use redis_server::{bulk, free_port, resp, RedisServer, Scratch};
+    let scratch = Scratch::new("c-publisher");
+    let redis = RedisServer::start(free_port(), &scratch.0);
+    let dir = examples();
+    let url = redis.url();
+    let mut program =
+        Program::example(&dir, "publisher-static", &["2", "127.0.0.1:0", &url], LIMIT);
+    let addr = program.listening_addr();
+    let last = receive(addr, "quotes/%2B", 200, check_quote);
+    assert_eq!(last.len(), 4, "all four symbols: {last:?}");
+    let ended = program.succeeds();
+    assert!(
+        ended.stderr.contains("redis: connected"),
+        "the library logs its Redis link: {}",
+        ended.stderr
+    );
+    let topics = resp(redis.port, &[b"HLEN", b"tickwire:last"]).expect("HLEN");
+    assert_eq!(topics, b":4\r\n", "a last value per symbol in Redis");
+    for (topic, seen) in &last {
+        let seq: u64 =
+            bulk(&resp(redis.port, &[b"HGET", b"tickwire:seq", topic.as_bytes()]).expect("HGET"))
+                .parse()
+                .expect("a seq in Redis");
+        assert!(
+            seq >= *seen,
+            "{topic}: Redis at {seq}, subscriber saw {seen}"
         );
     }
 }

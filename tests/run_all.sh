@@ -6,9 +6,11 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "system packages the tests need (valgrind, a C/C++ toolchain, make)"
+step "system packages the tests need (valgrind, a C/C++ toolchain, make, redis-server)"
 missing=()
 command -v valgrind >/dev/null || missing+=(valgrind)
+# tests/redis_nodes.rs runs several nodes against a real Redis (it starts its own, on a free port).
+command -v redis-server >/dev/null || missing+=(redis-server)
 command -v make >/dev/null || missing+=(make)
 command -v g++ >/dev/null || missing+=(g++)
 if [ ${#missing[@]} -gt 0 ]; then

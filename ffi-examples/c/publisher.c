@@ -1,11 +1,12 @@
 /*
  * Starts an in-process tickwire broker and publishes a random-walk feed for a few symbols.
  *
- * Usage: publisher [SECONDS] [LISTEN]     (defaults: 5, 127.0.0.1:8080)
+ * Usage: publisher [SECONDS] [LISTEN] [REDIS_URL]     (defaults: 5, 127.0.0.1:8080, none)
  * Prints "listening on ws://HOST:PORT/ws" first, publishes quotes/<SYMBOL> about 1000 times a
  * second for SECONDS, then prints the broker's counters, stops it, and prints how many clients
  * opened and closed (counted by the connection callback). The library's log lines go to stderr
- * through the log callback.
+ * through the log callback. With REDIS_URL (e.g. redis://127.0.0.1:6379) the broker shares its
+ * feed with every other tickwire using that Redis: each tw_publish goes through Redis.
  */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime, nanosleep */
 
@@ -56,6 +57,7 @@ static void sleep_ms(long ms) {
 int main(int argc, char **argv) {
     double seconds = argc > 1 ? atof(argv[1]) : 5.0;
     const char *listen = argc > 2 ? argv[2] : "127.0.0.1:8080";
+    const char *redis = argc > 3 ? argv[3] : NULL;
 
     if (tw_set_log_callback(on_log, stderr, TW_LOG_INFO) != TW_OK) {
         fprintf(stderr, "publisher: %s\n", tw_last_error());
@@ -68,6 +70,7 @@ int main(int argc, char **argv) {
     cfg.workers = 1;
     cfg.on_connection = on_connection;
     cfg.on_connection_user = NULL;
+    cfg.redis = redis; /* NULL: this process only */
 
     tw_broker *broker = tw_broker_start(&cfg);
     if (broker == NULL) {
@@ -101,8 +104,9 @@ int main(int argc, char **argv) {
             tw_status rc = tw_publish(broker, topic, (const uint8_t *)payload, (size_t)len, &seq);
             if (rc == TW_OK) {
                 sent++;
-            } else if (rc == TW_ERR_QUEUE_FULL) {
-                refused++; /* subscribers are behind: nothing was published, try later */
+            } else if (rc == TW_ERR_QUEUE_FULL || rc == TW_ERR_UNAVAILABLE) {
+                /* Subscribers are behind, or Redis is out of reach: nothing was published. */
+                refused++;
             } else {
                 fprintf(stderr, "publisher: %s: %s\n", tw_status_str(rc), tw_last_error());
                 tw_broker_stop(broker);

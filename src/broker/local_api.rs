@@ -35,10 +35,13 @@ pub(crate) fn route(shared: &BrokerShared, req: &Request, body: &[u8]) -> Route 
         }
         ("GET", "/metrics") => {
             let engine = shared.engine.get().map(|s| s.stats()).unwrap_or_default();
-            let text = metrics.render(&engine, shared.hub.cache.len(), shared.hub.queued());
+            let mut text = metrics.render(&engine, shared.hub.cache.len(), shared.hub.queued());
+            if let Some(up) = shared.hub.upstream() {
+                up.render_metrics(&mut text);
+            }
             answer(HttpResponse::new(200, "text/plain; version=0.0.4", text))
         }
-        ("GET", "/healthz") => answer(HttpResponse::json(200, "{\"status\":\"ok\"}\n")),
+        ("GET", "/healthz") => answer(healthz(shared)),
         ("GET", "/topics") => answer(topics(shared)),
         (_, "/publish") => answer(
             HttpResponse::text(405, "use POST to publish, or GET with a WebSocket upgrade")
@@ -51,6 +54,22 @@ pub(crate) fn route(shared: &BrokerShared, req: &Request, body: &[u8]) -> Route 
             404,
             &format!("no such path '{path}': try /publish, /metrics, /healthz or /topics"),
         )),
+    }
+}
+
+/// 200 while the node can do its whole job; 503 with the reason while it cannot (with `--redis`,
+/// while Redis is out of reach: the node still serves its subscribers, but refuses publications
+/// and misses other nodes' ones, so a load balancer should send new clients elsewhere).
+fn healthz(shared: &BrokerShared) -> HttpResponse {
+    match shared.hub.upstream().map_or(Ok(()), |up| up.health()) {
+        Ok(()) => HttpResponse::json(200, "{\"status\":\"ok\"}\n"),
+        Err(reason) => HttpResponse::json(
+            503,
+            format!(
+                "{{\"status\":\"unhealthy\",\"reason\":{}}}\n",
+                json!(reason)
+            ),
+        ),
     }
 }
 

@@ -16,12 +16,12 @@ pub mod protocol;
 pub(crate) mod publisher;
 pub mod topic;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
 use crate::config::Config;
@@ -30,7 +30,7 @@ use crate::server::{
 };
 use index::SubscriptionIndex;
 use protocol::ClientError;
-use publisher::{Delivery, Hub, Publisher};
+use publisher::{Delivery, Hub, PublishError, Publisher};
 
 /// The subprotocol a client may ask for.
 pub const SUBPROTOCOL: &str = "tickwire.v1";
@@ -39,6 +39,12 @@ pub(crate) const PUBLIC: usize = 0;
 pub(crate) const LOCAL: usize = 1;
 /// Publications a worker fans out per loop turn before it looks at its sockets again.
 const DELIVERIES_PER_TURN: usize = 8192;
+/// With `--redis`, publications a streaming publisher may have waiting for Redis's answer; past
+/// it the worker waits for answers before it reads the next one (so a fast publisher is slowed
+/// by TCP, not buffered without end).
+const STREAM_WINDOW: usize = 1024;
+/// How long the worker waits for room in that window before refusing the publication.
+const STREAM_WAIT: Duration = Duration::from_secs(10);
 
 /// What every worker of one broker shares, besides the publish hub.
 #[derive(Debug)]
@@ -117,7 +123,31 @@ impl BrokerShared {
 enum Client {
     Subscriber(Subscriber),
     /// A streaming publisher on the local listener.
-    Publisher,
+    Publisher(StreamPublisher),
+}
+
+/// A streaming publisher's answers in the order of its frames. With `--redis` a publication is
+/// answered when Redis has answered, later, while the frames after it are being read; the
+/// answers still go out in frame order.
+#[derive(Debug, Default)]
+struct StreamPublisher {
+    /// Tells this connection from a later one that reuses its `ConnId`.
+    serial: u64,
+    /// One per frame not yet answered, oldest first: `None` while waiting for Redis, then the
+    /// answer to send (itself `None` for a success without an `id`, which gets no answer).
+    pending: VecDeque<Option<Option<String>>>,
+    /// The ticket of the next frame sent to Redis; `pending[0]` is `next_ticket - pending.len()`.
+    next_ticket: u64,
+}
+
+/// Redis's answer to a streaming publisher's frame, on its way back to the worker.
+#[derive(Debug)]
+struct StreamAnswer {
+    conn: ConnId,
+    serial: u64,
+    ticket: u64,
+    id: Option<String>,
+    result: Result<u64, PublishError>,
 }
 
 #[derive(Debug)]
@@ -141,6 +171,10 @@ pub(crate) struct BrokerWorker {
     /// Indexed by `ConnId`.
     clients: Vec<Option<Client>>,
     stamp: u64,
+    /// Answers for this worker's streaming publishers (`--redis`), sent by the Redis writer.
+    /// Bounded by `STREAM_WINDOW` per publisher.
+    answers: (Sender<StreamAnswer>, Receiver<StreamAnswer>),
+    next_serial: u64,
 }
 
 impl BrokerWorker {
@@ -152,6 +186,8 @@ impl BrokerWorker {
             index: SubscriptionIndex::default(),
             clients: Vec::new(),
             stamp: 0,
+            answers: crossbeam_channel::unbounded(),
+            next_serial: 0,
         }
     }
 
@@ -388,26 +424,144 @@ impl BrokerWorker {
         let publication = match protocol::parse_publication(text) {
             Ok(p) => p,
             Err((code, message)) => {
-                return self.send_error(conn, &ClientError::new(code, message, None), out);
+                let e = ClientError::new(code, message, None);
+                return self.answer_publisher(conn, Some(self.error_text(&e)), out);
             }
         };
         let id = publication.id.map(|r| r.get().to_owned());
-        match self
-            .shared
-            .publisher()
-            .publish(&publication.topic, publication.data.get().as_bytes())
-        {
-            Ok(seq) => {
-                if let Some(id) = id {
-                    out.send_text(
-                        conn,
-                        &format!("{{\"type\":\"published\",\"seq\":{seq},\"id\":{id}}}"),
-                    );
+        let (topic, payload) = (&publication.topic, publication.data.get().as_bytes());
+        if self.shared.hub.upstream().is_some() {
+            return self.submit_publication(conn, topic, payload, id, out);
+        }
+        let answer = match self.shared.publisher().publish(topic, payload) {
+            Ok(seq) => id.map(|id| published(seq, &id)),
+            Err(e) => Some(self.error_text(&ClientError::new(e.code(), e.to_string(), id))),
+        };
+        self.answer_publisher(conn, answer, out);
+    }
+
+    /// With `--redis`: sends the publication to Redis without waiting; its answer comes back
+    /// through `answers` (see [`BrokerWorker::on_answer`]).
+    fn submit_publication(
+        &mut self,
+        conn: ConnId,
+        topic: &str,
+        payload: &[u8],
+        id: Option<String>,
+        out: &mut Outbox<'_>,
+    ) {
+        if !self.wait_for_window(conn, out) {
+            let e = ClientError::new(
+                "unavailable",
+                format!("redis: no answers for {STREAM_WAIT:?} to earlier publications"),
+                id,
+            );
+            return self.answer_publisher(conn, Some(self.error_text(&e)), out);
+        }
+        let Some(Some(Client::Publisher(p))) = self.clients.get(conn.0) else {
+            return;
+        };
+        let (serial, ticket) = (p.serial, p.next_ticket);
+        let answers = self.answers.0.clone();
+        let hub = self.shared.hub.clone();
+        let worker = self.worker;
+        let answer_id = id.clone();
+        let done = Box::new(move |result| {
+            let answer = StreamAnswer {
+                conn,
+                serial,
+                ticket,
+                id: answer_id,
+                result,
+            };
+            // The worker is gone only at shutdown; then nobody is left to answer.
+            if answers.send(answer).is_ok() {
+                hub.wake_worker(worker);
+            }
+        });
+        match self.shared.publisher().submit(topic, payload, done) {
+            Ok(()) => {
+                if let Some(Some(Client::Publisher(p))) = self.clients.get_mut(conn.0) {
+                    p.pending.push_back(None);
+                    p.next_ticket += 1;
                 }
             }
-            Err(e) => self.send_error(conn, &ClientError::new(e.code(), e.to_string(), id), out),
+            Err(e) => {
+                let e = ClientError::new(e.code(), e.to_string(), id);
+                self.answer_publisher(conn, Some(self.error_text(&e)), out);
+            }
         }
     }
+
+    /// Handles answers until `conn` has room in its window; false if none came in time.
+    fn wait_for_window(&mut self, conn: ConnId, out: &mut Outbox<'_>) -> bool {
+        let deadline = Instant::now() + STREAM_WAIT;
+        loop {
+            match self.clients.get(conn.0) {
+                Some(Some(Client::Publisher(p))) if p.pending.len() >= STREAM_WINDOW => {}
+                _ => return true,
+            }
+            match self.answers.1.recv_deadline(deadline) {
+                Ok(a) => self.on_answer(a, out),
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Redis answered one of a streaming publisher's frames: record it, then send every answer
+    /// now due, in frame order.
+    fn on_answer(&mut self, a: StreamAnswer, out: &mut Outbox<'_>) {
+        let slot = match self.clients.get(a.conn.0) {
+            Some(Some(Client::Publisher(p))) if p.serial == a.serial => {
+                let first = p.next_ticket - p.pending.len() as u64;
+                a.ticket.checked_sub(first)
+            }
+            _ => None, // for a connection that closed meanwhile
+        };
+        let Some(slot) = slot else { return };
+        let text = match a.result {
+            Ok(seq) => a.id.as_deref().map(|id| published(seq, id)),
+            Err(e) => Some(self.error_text(&ClientError::new(e.code(), e.to_string(), a.id))),
+        };
+        let Some(Some(Client::Publisher(p))) = self.clients.get_mut(a.conn.0) else {
+            return;
+        };
+        if let Some(waiting) = p.pending.get_mut(slot as usize) {
+            *waiting = Some(text);
+        }
+        while let Some(Some(_)) = p.pending.front() {
+            if let Some(Some(Some(text))) = p.pending.pop_front() {
+                out.send_text(a.conn, &text);
+            }
+        }
+    }
+
+    /// Sends a streaming publisher an answer (`None`: nothing to send), after the answers
+    /// still waiting for Redis.
+    fn answer_publisher(&mut self, conn: ConnId, answer: Option<String>, out: &mut Outbox<'_>) {
+        match self.clients.get_mut(conn.0) {
+            Some(Some(Client::Publisher(p))) if !p.pending.is_empty() => {
+                p.pending.push_back(Some(answer));
+                p.next_ticket += 1;
+            }
+            _ => {
+                if let Some(text) = answer {
+                    out.send_text(conn, &text);
+                }
+            }
+        }
+    }
+
+    /// An `error` message, counted.
+    fn error_text(&self, err: &ClientError) -> String {
+        self.shared.hub.metrics.client_error(err.code);
+        protocol::error(err)
+    }
+}
+
+/// `{"type":"published","seq":N,"id":ID}`
+fn published(seq: u64, id: &str) -> String {
+    format!("{{\"type\":\"published\",\"seq\":{seq},\"id\":{id}}}")
 }
 
 /// Every pattern valid, or an `invalid_topic` error naming the first bad one.
@@ -433,7 +587,12 @@ impl Handler for BrokerWorker {
     fn on_open(&mut self, conn: ConnId, listener: usize, req: &Request, out: &mut Outbox<'_>) {
         self.shared.connection_event(ConnectionEvent::Opened);
         if listener == LOCAL {
-            self.set_client(conn, Some(Client::Publisher));
+            self.next_serial += 1;
+            let publisher = StreamPublisher {
+                serial: self.next_serial,
+                ..StreamPublisher::default()
+            };
+            self.set_client(conn, Some(Client::Publisher(publisher)));
             return;
         }
         self.set_client(
@@ -463,14 +622,16 @@ impl Handler for BrokerWorker {
     }
 
     fn on_message(&mut self, conn: ConnId, msg: Message, out: &mut Outbox<'_>) {
-        let is_publisher = matches!(self.clients.get(conn.0), Some(Some(Client::Publisher)));
+        let is_publisher = matches!(self.clients.get(conn.0), Some(Some(Client::Publisher(_))));
         match msg {
             Message::Text(text) if is_publisher => self.on_publisher_message(conn, &text, out),
             Message::Text(text) => self.on_subscriber_message(conn, &text, out),
             Message::Binary(_) => {
                 let e =
                     ClientError::new("bad_request", "send JSON in text frames, not binary", None);
-                self.send_error(conn, &e, out);
+                let text = self.error_text(&e);
+                // A publisher's answers keep the order of its frames.
+                self.answer_publisher(conn, Some(text), out);
             }
         }
     }
@@ -489,6 +650,9 @@ impl Handler for BrokerWorker {
     }
 
     fn on_turn(&mut self, out: &mut Outbox<'_>) {
+        while let Ok(a) = self.answers.1.try_recv() {
+            self.on_answer(a, out);
+        }
         let mut taken = 0;
         let mut delivered = 0;
         while taken < DELIVERIES_PER_TURN {
@@ -508,6 +672,6 @@ impl Handler for BrokerWorker {
     }
 
     fn has_pending_work(&self) -> bool {
-        !self.rx.is_empty()
+        !self.rx.is_empty() || !self.answers.1.is_empty()
     }
 }

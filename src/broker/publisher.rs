@@ -5,6 +5,11 @@
 //! shard is locked, so every worker sees a topic's publications in `seq` order. Capacity: each
 //! worker queue is reserved (an atomic count) before anything is pushed, so a full queue refuses
 //! the whole publication (or batch) and never drops part of it.
+//!
+//! With an [`Upstream`] (several nodes sharing one feed through Redis, `--redis`), publishing
+//! sends the publication there instead, and the upstream assigns the `seq`. What comes back from
+//! it, from this node and every other, enters through [`Hub::deliver_sequenced`], which keeps
+//! the upstream's `seq` and drops what is not newer than what this node already has.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -40,6 +45,9 @@ pub enum PublishError {
     QueueFull,
     /// The broker is shutting down.
     ShuttingDown,
+    /// The node cannot deliver it now: with `--redis`, the connection to Redis is down (the
+    /// message says why), or Redis refused the publication. Nothing was published; try again.
+    Unavailable(String),
 }
 
 impl PublishError {
@@ -53,7 +61,9 @@ impl PublishError {
         match self {
             PublishError::InvalidTopic(_) | PublishError::InvalidPayload(_) => 400,
             PublishError::PayloadTooLarge { .. } => 413,
-            PublishError::QueueFull | PublishError::ShuttingDown => 503,
+            PublishError::QueueFull | PublishError::ShuttingDown | PublishError::Unavailable(_) => {
+                503
+            }
         }
     }
 
@@ -64,6 +74,7 @@ impl PublishError {
             PublishError::PayloadTooLarge { .. } => Rejection::PayloadTooLarge,
             PublishError::QueueFull => Rejection::QueueFull,
             PublishError::ShuttingDown => Rejection::ShuttingDown,
+            PublishError::Unavailable(_) => Rejection::Unavailable,
         }
     }
 }
@@ -86,6 +97,7 @@ impl std::fmt::Display for PublishError {
                 )
             }
             PublishError::ShuttingDown => write!(f, "the broker is shutting down"),
+            PublishError::Unavailable(m) => write!(f, "cannot publish now: {m}"),
         }
     }
 }
@@ -107,6 +119,42 @@ impl std::fmt::Display for BatchError {
 
 impl std::error::Error for BatchError {}
 
+/// Where publications are sequenced when this broker is one node of several (`--redis`): the
+/// hub hands every publication to it instead of queueing it, and what the upstream sends back
+/// (from every node) arrives through [`Hub::deliver_sequenced`].
+pub(crate) trait Upstream: Send + Sync + std::fmt::Debug {
+    /// Sequences `items` as one all-or-nothing unit; returns their sequence numbers, in order.
+    /// Returns only once the upstream has them, so a success is a promise of delivery.
+    fn publish(&self, items: &[(&str, &[u8])]) -> Result<Vec<u64>, PublishError>;
+    /// Like `publish` for one publication, without waiting: `done` runs later, on another
+    /// thread, with its seq or why it was refused. On `Err` (refused at once) `done` never runs;
+    /// on `Ok` it runs exactly once.
+    fn submit(&self, topic: &str, payload: &[u8], done: Done) -> Result<(), PublishError>;
+    /// `Err(reason)` while publications cannot be delivered (for `/healthz`).
+    fn health(&self) -> Result<(), String>;
+    /// Appends the upstream's own metrics in the Prometheus text format.
+    fn render_metrics(&self, out: &mut String);
+    /// Delivers what this node already had accepted, then disconnects. Called once, at shutdown.
+    fn stop(&self);
+}
+
+/// What runs when an upstream has answered a [`Upstream::submit`]: quick, it runs on the
+/// upstream's thread.
+pub(crate) type Done = Box<dyn FnOnce(Result<u64, PublishError>) + Send>;
+
+/// What [`Hub::deliver_sequenced`] did with a publication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // the only upstream is Redis
+pub(crate) enum Sequenced {
+    /// Cached and queued to every worker.
+    Delivered,
+    /// Not newer than the topic's last `seq` here (a duplicate after a resubscribe, or an old
+    /// value): dropped, so a subscriber never sees a topic go back in time.
+    Stale,
+    /// A worker queue is full: nothing was done; the caller waits and tries again.
+    NoRoom,
+}
+
 /// A worker's incoming publications.
 #[derive(Debug)]
 pub(crate) struct WorkerQueue {
@@ -127,6 +175,8 @@ pub(crate) struct Hub {
     shutting_down: AtomicBool,
     /// Publishes under way, so shutdown can wait for them to land in the queues.
     in_flight: AtomicUsize,
+    /// Set when publications are sequenced elsewhere (Redis); `None` keeps the local path.
+    upstream: Option<Arc<dyn Upstream>>,
 }
 
 impl Hub {
@@ -135,6 +185,7 @@ impl Hub {
         workers: usize,
         capacity: usize,
         max_payload: usize,
+        upstream: Option<Arc<dyn Upstream>>,
     ) -> (Hub, Vec<Receiver<Delivery>>) {
         let mut queues = Vec::with_capacity(workers);
         let mut receivers = Vec::with_capacity(workers);
@@ -155,6 +206,7 @@ impl Hub {
             capacity,
             shutting_down: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            upstream,
         };
         (hub, receivers)
     }
@@ -181,11 +233,34 @@ impl Hub {
             .sum()
     }
 
-    /// Refuses new publications and waits for the ones under way to be queued.
+    pub fn upstream(&self) -> Option<&dyn Upstream> {
+        self.upstream.as_deref()
+    }
+
+    /// Refuses new publications and waits for the ones under way to be queued (or, with an
+    /// upstream, to be answered by it; then lets the upstream deliver them and disconnect).
     pub fn stop_publishing(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
         while self.in_flight.load(Ordering::SeqCst) > 0 {
             std::thread::yield_now();
+        }
+        if let Some(up) = &self.upstream {
+            up.stop();
+        }
+    }
+
+    /// Whether every worker queue has room for `n` more publications right now (nothing is
+    /// reserved: with an upstream the room is taken when the publication comes back).
+    fn has_room(&self, n: usize) -> bool {
+        self.queues
+            .iter()
+            .all(|q| q.pending.load(Ordering::Acquire) + n <= self.capacity)
+    }
+
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    fn unreserve(&self, n: usize) {
+        for q in self.queues.iter() {
+            q.pending.fetch_sub(n, Ordering::AcqRel);
         }
     }
 
@@ -204,7 +279,8 @@ impl Hub {
         true
     }
 
-    fn check(&self, topic: &str, payload: &[u8]) -> Result<(), PublishError> {
+    /// Checks a publication: valid topic, at most the payload limit, JSON.
+    pub(crate) fn check(&self, topic: &str, payload: &[u8]) -> Result<(), PublishError> {
         validate_topic(topic).map_err(PublishError::InvalidTopic)?;
         if payload.len() > self.max_payload {
             return Err(PublishError::PayloadTooLarge {
@@ -219,6 +295,41 @@ impl Hub {
 
     /// Sequences, caches and queues one checked publication whose room is reserved.
     fn push(&self, topic: &str, payload: &[u8]) -> u64 {
+        self.sequence_and_queue(topic, payload, |last| Some(last + 1))
+            .unwrap_or(0)
+    }
+
+    /// Caches and queues a publication whose `seq` (at least 1) was assigned upstream, if it is
+    /// newer than the topic's last one here. The topic and payload must have passed
+    /// [`Hub::check`]. Per topic, callers must come in the upstream's order for subscribers to
+    /// see every `seq`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn deliver_sequenced(&self, topic: &str, seq: u64, payload: &[u8]) -> Sequenced {
+        if !self.reserve(1) {
+            return Sequenced::NoRoom;
+        }
+        match self.sequence_and_queue(topic, payload, |last| (seq > last).then_some(seq)) {
+            Some(_) => {
+                self.wake_workers();
+                Sequenced::Delivered
+            }
+            None => {
+                self.unreserve(1);
+                Sequenced::Stale
+            }
+        }
+    }
+
+    /// Under the topic's shard lock (that is what keeps a topic in order): asks `next` for the
+    /// seq that follows the topic's last one (0 if new), and unless it says `None`, stores the
+    /// publication with it, encodes its frame once and hands it to every worker. The caller has
+    /// reserved the room.
+    fn sequence_and_queue(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        next: impl FnOnce(u64) -> Option<u64>,
+    ) -> Option<u64> {
         thread_local! {
             // The frame is built here and copied once into its shared allocation.
             static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -226,9 +337,14 @@ impl Hub {
         let mut shard = self.cache.lock(topic);
         let delivery = SCRATCH.with(|scratch| {
             let mut buf = scratch.borrow_mut();
-            let entry = match shard.get_mut(topic) {
-                Some(e) => e,
+            let (entry, seq) = match shard.get_mut(topic) {
+                Some(e) => {
+                    let seq = next(e.seq)?;
+                    (e, seq)
+                }
                 None => {
+                    // Asked before the entry exists: a refused publication leaves no trace.
+                    let seq = next(0)?;
                     let topic: Arc<str> = topic.into();
                     let entry = TopicEntry {
                         topic: topic.clone(),
@@ -240,21 +356,19 @@ impl Hub {
                         frame: Arc::from(&[][..]),
                         payload: 0..0,
                     };
-                    shard.entry(topic).or_insert(entry)
+                    (shard.entry(topic).or_insert(entry), seq)
                 }
             };
-            entry.seq += 1;
-            entry.payload =
-                encode_msg_frame(&mut buf, &entry.topic_json, entry.seq, false, payload);
+            entry.seq = seq;
+            entry.payload = encode_msg_frame(&mut buf, &entry.topic_json, seq, false, payload);
             entry.frame = Arc::from(&buf[..]);
-            Delivery {
+            Some(Delivery {
                 topic: entry.topic.clone(),
                 topic_id: entry.id,
-                seq: entry.seq,
+                seq,
                 frame: entry.frame.clone(),
-            }
-        });
-        let seq = delivery.seq;
+            })
+        })?;
         for q in self.queues.iter() {
             // Room was reserved, so this cannot fail; if it somehow did, count it loudly.
             if q.tx.try_send(delivery.clone()).is_err() {
@@ -262,7 +376,14 @@ impl Hub {
             }
         }
         drop(shard);
-        seq
+        Some(delivery.seq)
+    }
+
+    /// Wakes one worker (that has work besides its publish queue).
+    pub(crate) fn wake_worker(&self, worker: usize) {
+        if let Some(n) = self.queues.get(worker).and_then(|q| q.notifier.get()) {
+            n.notify();
+        }
     }
 
     fn wake_workers(&self) {
@@ -317,6 +438,12 @@ impl Publisher {
         if let Err(e) = hub.check(topic, payload) {
             return hub.reject(e);
         }
+        if let Some(up) = &hub.upstream {
+            return self
+                .publish_upstream(up.as_ref(), &[(topic, payload)])
+                .map(|seqs| seqs.first().copied().unwrap_or(0))
+                .or_else(|e| hub.reject(e));
+        }
         if !hub.reserve(1) {
             return hub.reject(PublishError::QueueFull);
         }
@@ -346,6 +473,12 @@ impl Publisher {
         if items.is_empty() {
             return Ok(0);
         }
+        if let Some(up) = &hub.upstream {
+            return match self.publish_upstream(up.as_ref(), items) {
+                Ok(_) => Ok(items.len()),
+                Err(e) => fail(0, e),
+            };
+        }
         if !hub.reserve(items.len()) {
             return fail(0, PublishError::QueueFull);
         }
@@ -357,5 +490,114 @@ impl Publisher {
             .fetch_add(items.len() as u64, Ordering::Relaxed);
         hub.wake_workers();
         Ok(items.len())
+    }
+
+    /// With an upstream: checks one publication and sends it there without waiting; `done` runs
+    /// (on the upstream's thread, so it must be quick) with its seq or why it was refused, unless
+    /// this returns `Err` (refused at once). Without an upstream: publishes it here and runs
+    /// `done` before returning.
+    pub(crate) fn submit(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        done: Done,
+    ) -> Result<(), PublishError> {
+        let hub = &*self.hub;
+        let Some(up) = &hub.upstream else {
+            done(self.publish(topic, payload));
+            return Ok(());
+        };
+        let _guard = match hub.begin() {
+            Ok(g) => g,
+            Err(e) => return hub.reject(e),
+        };
+        if let Err(e) = hub.check(topic, payload) {
+            return hub.reject(e);
+        }
+        if !hub.has_room(1) {
+            return hub.reject(PublishError::QueueFull);
+        }
+        let counted = self.hub.clone();
+        let done: Done = Box::new(move |result| {
+            match &result {
+                Ok(_) => {
+                    counted.metrics.published.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => counted.metrics.rejected(e.rejection()),
+            }
+            done(result);
+        });
+        up.submit(topic, payload, done).or_else(|e| hub.reject(e))
+    }
+
+    /// Sends checked publications to the upstream; they reach this node's subscribers when they
+    /// come back from it, in the upstream's order (never straight from here, which could put
+    /// them before an older publication still on its way back).
+    fn publish_upstream(
+        &self,
+        up: &dyn Upstream,
+        items: &[(&str, &[u8])],
+    ) -> Result<Vec<u64>, PublishError> {
+        let hub = &*self.hub;
+        // The local queues' room is not reserved (every node's publications take it when they
+        // come back), but subscribers here being behind is still a reason to say no.
+        if !hub.has_room(items.len()) {
+            return Err(PublishError::QueueFull);
+        }
+        let seqs = up.publish(items)?;
+        hub.metrics
+            .published
+            .fetch_add(items.len() as u64, Ordering::Relaxed);
+        Ok(seqs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivered(rx: &Receiver<Delivery>) -> Vec<(String, u64)> {
+        rx.try_iter()
+            .map(|d| (d.topic.to_string(), d.seq))
+            .collect()
+    }
+
+    #[test]
+    fn upstream_seqs_are_kept_and_what_is_not_newer_is_dropped() {
+        let (hub, rx) = Hub::new(1, 16, 1024, None);
+        assert_eq!(hub.deliver_sequenced("t", 5, b"1"), Sequenced::Delivered);
+        assert_eq!(hub.deliver_sequenced("t", 5, b"2"), Sequenced::Stale);
+        assert_eq!(hub.deliver_sequenced("t", 3, b"3"), Sequenced::Stale);
+        // A gap (a reload after a reconnection) is delivered: it is newer.
+        assert_eq!(hub.deliver_sequenced("t", 9, b"4"), Sequenced::Delivered);
+        // Per topic.
+        assert_eq!(hub.deliver_sequenced("u", 1, b"5"), Sequenced::Delivered);
+        assert_eq!(
+            delivered(&rx[0]),
+            [("t".into(), 5), ("t".into(), 9), ("u".into(), 1)]
+        );
+        let t = hub.cache.get("t").expect("cached");
+        assert_eq!((t.seq, t.payload()), (9, &b"4"[..]));
+        // The stale ones gave their room back.
+        assert_eq!(hub.queued(), 3);
+    }
+
+    #[test]
+    fn a_full_queue_takes_nothing_and_says_so() {
+        let (hub, rx) = Hub::new(1, 1, 1024, None);
+        assert_eq!(hub.deliver_sequenced("t", 1, b"1"), Sequenced::Delivered);
+        assert_eq!(hub.deliver_sequenced("t", 2, b"2"), Sequenced::NoRoom);
+        assert_eq!(hub.cache.get("t").map(|e| e.seq), Some(1));
+        assert_eq!(delivered(&rx[0]).len(), 1);
+        hub.taken(0, 1);
+        assert_eq!(hub.deliver_sequenced("t", 2, b"2"), Sequenced::Delivered);
+    }
+
+    #[test]
+    fn a_stale_first_sight_leaves_no_topic_behind() {
+        let (hub, _rx) = Hub::new(1, 4, 1024, None);
+        assert_eq!(hub.sequence_and_queue("t", b"1", |_| None), None);
+        assert!(hub.cache.get("t").is_none());
+        assert_eq!(hub.cache.len(), 0);
     }
 }
