@@ -19,8 +19,8 @@
 //!
 //! - [`ws`]: RFC 6455 without sockets: the upgrade handshake, the frame codec, message assembly,
 //!   UTF-8 validation and close codes, all pure functions and state machines over byte slices.
-//! - [`server`]: the mio event loop workers that own the sockets: accepting, reading, writing with
-//!   `writev`, the closing handshake, timeouts and pings. It calls an application through the
+//! - [`server`]: the mio event loop workers that own the sockets: accepting, reading, writing
+//!   many frames per call, the closing handshake, timeouts and pings. It calls an application through the
 //!   [`server::Handler`] trait and knows nothing of topics.
 //! - [`broker`]: topics, subscriptions, the last-value cache, the publish queue, fan-out and the
 //!   local publish API: the application the server runs.
