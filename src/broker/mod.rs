@@ -4,10 +4,10 @@
 //!
 //! - [`topic`]: topic and pattern validation, MQTT matching.
 //! - [`index`]: a worker's subscriptions (hash for exact topics, trie for patterns).
-//! - [`cache`]: last value and sequence number per topic, sharded.
-//! - [`publisher`]: the publish path into the workers' bounded queues.
+//! - `cache`: last value and sequence number per topic, sharded.
+//! - `publisher`: the publish path into the workers' bounded queues.
 //! - [`protocol`]: the client JSON protocol.
-//! - [`local_api`]: `POST /publish`, `/metrics`, `/healthz`, `/topics` on the local listener.
+//! - `local_api`: `POST /publish`, `/metrics`, `/healthz`, `/topics` on the local listener.
 
 pub(crate) mod cache;
 pub mod index;
