@@ -18,7 +18,6 @@ mod b;
 mod redis_server;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -52,23 +51,7 @@ impl Node {
             .spawn()
             .expect("tickwire starts");
         let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let mut find = |prefix: &str| -> SocketAddr {
-            loop {
-                let line = lines
-                    .next()
-                    .unwrap_or_else(|| panic!("{name}: banner ended before '{prefix}'"))
-                    .expect("utf-8");
-                if let Some(rest) = line.trim().strip_prefix(prefix) {
-                    let addr = rest.trim().split('/').nth(2).expect("url host");
-                    return addr.parse().expect("address");
-                }
-            }
-        };
-        let public = find("subscribe:");
-        let local = find("publish:");
-        // Keep reading so the node never writes to a full pipe.
-        thread::spawn(move || lines.for_each(drop));
+        let (public, local) = b::banner_addrs(stdout, name);
         let node = Node {
             name,
             child,

@@ -9,7 +9,7 @@
 #[path = "util/broker.rs"]
 mod b;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -53,20 +53,8 @@ impl Server {
             let _ = stderr.read_to_string(&mut text);
             text
         }));
-        let mut lines = BufReader::new(stdout).lines();
-        let mut find = |prefix: &str| -> SocketAddr {
-            loop {
-                let line = lines.next().expect("banner line").expect("utf-8");
-                if let Some(rest) = line.trim().strip_prefix(prefix) {
-                    let addr = rest.trim().split('/').nth(2).expect("url host");
-                    return addr.parse().expect("address");
-                }
-            }
-        };
-        let public = find("subscribe:");
-        let local = find("publish:");
         // Keep reading both pipes so the server never writes to a closed or full one.
-        thread::spawn(move || lines.for_each(drop));
+        let (public, local) = b::banner_addrs(stdout, "tickwire");
         Server {
             child,
             log,

@@ -5,7 +5,7 @@
 //! accepts), its own `Slab` of connections and its own [`Handler`]. The worker reads
 //! until `WouldBlock`, hands whole requests and messages to the handler, and flushes each
 //! connection the handler wrote to once per loop turn, many frames per write (small frames
-//! gathered into one buffer, large ones by `writev`: see `outbound`).
+//! gathered into one buffer: see `outbound`).
 //!
 //! The engine speaks HTTP/1.1 just enough to route a request and upgrade it, and RFC 6455 fully
 //! (through [`crate::ws`]). It answers pings, runs the closing handshake both ways, enforces the

@@ -1,4 +1,4 @@
-//! A connection's outbound queue: encoded frames waiting for the socket, written with `writev`.
+//! A connection's outbound queue: encoded frames waiting for the socket, many per `write`.
 //!
 //! Frames published to many connections are shared: a publication reaches a worker as one
 //! [`Frame`] (an `Arc`), which the worker keeps once in its [`FrameTable`] with a plain count of
@@ -7,17 +7,15 @@
 //! responses) are owned. An empty queue holds no heap memory, so an idle connection costs
 //! nothing here.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Write};
+use std::io::{self, Write};
 use std::sync::Arc;
 
 use slab::Slab;
 
 /// An encoded frame, shared by every connection it is queued on.
 pub type Frame = Arc<[u8]>;
-
-/// How many buffers one `writev` call gets; more rarely helps and costs stack.
-const MAX_IOVECS: usize = 64;
 
 /// At most this many bytes are gathered into one `write`.
 const GATHER_BYTES: usize = 64 * 1024;
@@ -147,39 +145,30 @@ impl OutQueue {
     ///
     /// Quotes are small (~150 bytes), and the kernel's per-iovec cost outweighs one memcpy of
     /// such a frame, so small chunks are gathered into one buffer and written with one `write`;
-    /// large chunks still go by `writev` without a copy.
+    /// a chunk of `GATHER_BYTES` or more is written straight from where it is.
     pub fn write_to<W: Write>(&mut self, w: &mut W, table: &mut FrameTable) -> io::Result<bool> {
         thread_local! {
-            static GATHER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+            static GATHER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
         }
-        while !self.chunks.is_empty() {
-            let result = GATHER.with(|gather| {
-                let mut gather = gather.borrow_mut();
-                gather.clear();
-                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                let mut n = 0;
-                for (i, chunk) in self.chunks.iter().take(MAX_IOVECS).enumerate() {
-                    let bytes = chunk.bytes(table);
-                    let bytes = if i == 0 {
-                        &bytes[self.head_written..]
-                    } else {
-                        bytes
-                    };
-                    if gather.len() + bytes.len() > GATHER_BYTES {
-                        if i == 0 {
-                            slices[0] = IoSlice::new(bytes);
-                            n = 1;
+        while let Some(front) = self.chunks.front() {
+            let head = &front.bytes(table)[self.head_written..];
+            let result = if head.len() >= GATHER_BYTES {
+                w.write(head)
+            } else {
+                GATHER.with(|gather| {
+                    let mut gather = gather.borrow_mut();
+                    gather.clear();
+                    gather.extend_from_slice(head);
+                    for chunk in self.chunks.iter().skip(1) {
+                        let bytes = chunk.bytes(table);
+                        if gather.len() + bytes.len() > GATHER_BYTES {
+                            break;
                         }
-                        break;
+                        gather.extend_from_slice(bytes);
                     }
-                    gather.extend_from_slice(bytes);
-                }
-                if n == 1 {
-                    w.write_vectored(&slices[..n])
-                } else {
                     w.write(&gather)
-                }
-            });
+                })
+            };
             match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => self.advance(written, table),
@@ -219,6 +208,7 @@ impl OutQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::IoSlice;
 
     /// A writer that takes at most `cap` bytes per call, then blocks after `calls` calls.
     struct Trickle {

@@ -173,3 +173,26 @@ pub fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) 
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// The subscribe and publish addresses from a `tickwire` process's start-up banner. The rest of
+/// its stdout is read and dropped on a thread of its own, so it never writes to a full pipe.
+pub fn banner_addrs(stdout: std::process::ChildStdout, name: &str) -> (SocketAddr, SocketAddr) {
+    use std::io::{BufRead, BufReader};
+    let mut lines = BufReader::new(stdout).lines();
+    let mut find = |prefix: &str| -> SocketAddr {
+        loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("{name}: banner ended before '{prefix}'"))
+                .expect("utf-8");
+            if let Some(rest) = line.trim().strip_prefix(prefix) {
+                let addr = rest.trim().split('/').nth(2).expect("url host");
+                return addr.parse().expect("address");
+            }
+        }
+    };
+    let public = find("subscribe:");
+    let local = find("publish:");
+    std::thread::spawn(move || lines.for_each(drop));
+    (public, local)
+}
