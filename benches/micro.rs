@@ -69,8 +69,8 @@ fn handshake_bench(c: &mut Criterion) {
         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
         Sec-WebSocket-Protocol: tickwire.v1\r\nUser-Agent: bench\r\n\r\n";
     c.bench_function("handshake_parse_validate_respond", |b| {
-        b.iter(|| match handshake::parse_request(black_box(req)) {
-            Ok(handshake::Head::Complete(r, _)) => {
+        b.iter(|| match tickwire::http::parse(black_box(req)) {
+            Ok(tickwire::http::Status::Complete(r, _)) => {
                 let accept = handshake::validate_upgrade(&r).expect("valid");
                 handshake::response_101(&accept, Some("tickwire.v1"))
             }

@@ -19,17 +19,15 @@ fn main() {
         Ok(n) => n,
         Err(e) => exit(&format!("MAX_MESSAGE_BYTES must be a number: {e}")),
     };
-    let config = ServerConfig {
-        limits: Limits {
-            max_frame: max_message as u64,
-            max_message,
-        },
-        // An echo server holds a whole message on the way back out.
-        read_pause_bytes: max_message.max(256 * 1024),
-        max_outbound_bytes: max_message.saturating_mul(4).max(4 * 1024 * 1024),
-        ..ServerConfig::default()
+    let mut config = ServerConfig::default();
+    config.limits = Limits {
+        max_frame: max_message as u64,
+        max_message,
     };
-    let server = match Server::start(config, &[addr], |_| Echo) {
+    // An echo server holds a whole message on the way back out.
+    config.read_pause_bytes = max_message.max(256 * 1024);
+    config.max_outbound_bytes = max_message.saturating_mul(4).max(4 * 1024 * 1024);
+    let server = match Server::start(config, &[addr.into()], |_| Echo) {
         Ok(s) => s,
         Err(e) => exit(&format!("cannot listen on {addr}: {e}")),
     };

@@ -97,6 +97,11 @@ typedef enum tw_status {
    * retry later.
    */
   TW_ERR_UNAVAILABLE = -12,
+  /**
+   * The publication would add a topic past the broker's topic limit (`max_topics`). Nothing
+   * was published; existing topics still publish.
+   */
+  TW_ERR_TOO_MANY_TOPICS = -13,
 } tw_status;
 
 /**

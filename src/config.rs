@@ -1,5 +1,4 @@
-//! The broker's settings, their defaults (see DESIGN.md, "Defaults and limits"), and the checks
-//! done before anything starts.
+//! The broker's settings, their defaults, and the checks done before anything starts.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,6 +9,7 @@ use serde::Deserialize;
 /// `tickwire` binary fills it from flags and a TOML file with the same names.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Config {
     /// Public listener: the quote board page at `/` and WebSocket subscribers at `/ws`.
     pub listen: SocketAddr,
@@ -31,8 +31,20 @@ pub struct Config {
     pub max_payload: usize,
     /// Subscriptions one connection may hold.
     pub max_subscriptions: usize,
-    /// Snapshots sent for one wildcard subscription at most.
+    /// Snapshots one subscribe request's wildcard patterns send together, at most.
     pub max_snapshot_topics: usize,
+    /// Topics with a last value, at most; a publication to a new topic past it is refused
+    /// (`too_many_topics`, 503), nothing published.
+    pub max_topics: usize,
+    /// How deep JSON may nest in a published payload or a client request.
+    pub max_json_depth: usize,
+    /// Largest HTTP request body (an NDJSON batch), in bytes; 413 past it.
+    pub max_request_body: usize,
+    /// How long a keep-alive HTTP connection may sit idle between requests.
+    #[serde(with = "secs")]
+    pub http_idle_timeout: Duration,
+    /// Requests one HTTP connection may carry before it is closed.
+    pub http_max_requests: u32,
     /// Bytes waiting for a subscriber past which its updates are conflated.
     pub outbound_soft_limit: usize,
     /// Bytes waiting for a subscriber past which it is closed with 1008.
@@ -75,6 +87,11 @@ impl Default for Config {
             max_payload: 64 * 1024,
             max_subscriptions: 1000,
             max_snapshot_topics: 1000,
+            max_topics: 1_000_000,
+            max_json_depth: crate::broker::payload::DEFAULT_MAX_DEPTH,
+            max_request_body: 8 * 1024 * 1024,
+            http_idle_timeout: Duration::from_secs(60),
+            http_max_requests: 10_000,
             outbound_soft_limit: 256 * 1024,
             outbound_hard_limit: 4 * 1024 * 1024,
             slow_consumer_timeout: Duration::from_secs(30),
@@ -109,6 +126,10 @@ impl Config {
             ("outbound_hard_limit", self.outbound_hard_limit),
             ("max_requests_per_sec", self.max_requests_per_sec as usize),
             ("max_pings_per_sec", self.max_pings_per_sec as usize),
+            ("max_topics", self.max_topics),
+            ("max_json_depth", self.max_json_depth),
+            ("max_request_body", self.max_request_body),
+            ("http_max_requests", self.http_max_requests as usize),
         ];
         for (name, value) in positive {
             if value == 0 {

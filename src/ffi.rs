@@ -54,6 +54,9 @@ pub enum tw_status {
     /// Redis refused the publication (`tw_last_error()` says which). Nothing was published;
     /// retry later.
     TW_ERR_UNAVAILABLE = -12,
+    /// The publication would add a topic past the broker's topic limit (`max_topics`). Nothing
+    /// was published; existing topics still publish.
+    TW_ERR_TOO_MANY_TOPICS = -13,
 }
 
 /// Settings for [`tw_broker_start`]. Fill with [`tw_config_init`], then change what you need.
@@ -373,6 +376,7 @@ fn publish_status(e: &PublishError) -> tw_status {
         PublishError::QueueFull => tw_status::TW_ERR_QUEUE_FULL,
         PublishError::ShuttingDown => tw_status::TW_ERR_STOPPED,
         PublishError::Unavailable(_) => tw_status::TW_ERR_UNAVAILABLE,
+        PublishError::TooManyTopics { .. } => tw_status::TW_ERR_TOO_MANY_TOPICS,
     }
 }
 
@@ -646,7 +650,7 @@ pub extern "C" fn tw_last_error() -> *const c_char {
 #[no_mangle]
 pub extern "C" fn tw_status_str(status: c_int) -> *const c_char {
     use tw_status::*;
-    const ALL: [tw_status; 13] = [
+    const ALL: [tw_status; 14] = [
         TW_OK,
         TW_ERR_NULL_ARGUMENT,
         TW_ERR_INVALID_UTF8,
@@ -660,6 +664,7 @@ pub extern "C" fn tw_status_str(status: c_int) -> *const c_char {
         TW_ERR_INTERNAL,
         TW_ERR_BUFFER_TOO_SMALL,
         TW_ERR_UNAVAILABLE,
+        TW_ERR_TOO_MANY_TOPICS,
     ];
     let name: &'static CStr = match ALL.into_iter().find(|s| *s as c_int == status) {
         Some(TW_OK) => c"TW_OK",
@@ -675,6 +680,7 @@ pub extern "C" fn tw_status_str(status: c_int) -> *const c_char {
         Some(TW_ERR_INTERNAL) => c"TW_ERR_INTERNAL",
         Some(TW_ERR_BUFFER_TOO_SMALL) => c"TW_ERR_BUFFER_TOO_SMALL",
         Some(TW_ERR_UNAVAILABLE) => c"TW_ERR_UNAVAILABLE",
+        Some(TW_ERR_TOO_MANY_TOPICS) => c"TW_ERR_TOO_MANY_TOPICS",
         None => c"TW_UNKNOWN_STATUS",
     };
     name.as_ptr()
@@ -808,13 +814,14 @@ mod tests {
             (TW_ERR_QUEUE_FULL, "TW_ERR_QUEUE_FULL"),
             (TW_ERR_BUFFER_TOO_SMALL, "TW_ERR_BUFFER_TOO_SMALL"),
             (TW_ERR_UNAVAILABLE, "TW_ERR_UNAVAILABLE"),
+            (TW_ERR_TOO_MANY_TOPICS, "TW_ERR_TOO_MANY_TOPICS"),
         ] {
             assert_eq!(text(tw_status_str(status as c_int)), name);
         }
-        for code in -12..=0 {
+        for code in -13..=0 {
             assert_ne!(text(tw_status_str(code)), "TW_UNKNOWN_STATUS", "{code}");
         }
-        for code in [1, -13, c_int::MIN, c_int::MAX] {
+        for code in [1, -14, c_int::MIN, c_int::MAX] {
             assert_eq!(text(tw_status_str(code)), "TW_UNKNOWN_STATUS");
         }
     }

@@ -17,6 +17,8 @@
 //!
 //! # Layout
 //!
+//! - [`http`]: HTTP/1.1 without sockets: request heads parsed in place, body framing, responses,
+//!   query strings.
 //! - [`ws`]: RFC 6455 without sockets: the upgrade handshake, the frame codec, message assembly,
 //!   UTF-8 validation and close codes, all pure functions and state machines over byte slices.
 //! - [`server`]: the mio event loop workers that own the sockets: accepting, reading, writing
@@ -38,7 +40,9 @@ pub mod broker;
 mod cluster;
 pub mod config;
 pub mod demo;
+mod fdlimit;
 pub mod ffi;
+pub mod http;
 mod metrics;
 pub mod server;
 mod web;
@@ -57,13 +61,18 @@ pub use config::Config;
 use broker::publisher::Upstream as _;
 use broker::{BrokerShared, BrokerWorker};
 
+use server::{Listen, Server, ServerConfig};
+
 /// How long starting waits for the Redis link before going on without it.
 #[cfg(feature = "redis")]
 const REDIS_START_WAIT: Duration = Duration::from_secs(2);
-use server::{Server, ServerConfig};
+/// The whole of a graceful stop: refusing publications, delivering the accepted ones, close
+/// 1001, waiting for the clients' close frames, joining the threads.
+pub const SHUTDOWN_WITHIN: Duration = Duration::from_secs(5);
 
 /// Why a broker could not start.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Error {
     /// A setting that cannot work (the message names it).
     Config(String),
@@ -196,7 +205,7 @@ impl Broker {
         let (hub, receivers) = broker::publisher::Hub::new(
             workers,
             config.publish_queue,
-            config.max_payload,
+            broker::publisher::HubLimits::of(&config),
             upstream,
         );
         let shared = Arc::new(BrokerShared {
@@ -207,41 +216,31 @@ impl Broker {
             clients_open: Default::default(),
             hooks,
         });
-        let engine_config = ServerConfig {
-            workers,
-            max_connections: config.max_connections,
-            handshake_timeout: config.handshake_timeout,
-            ping_interval: config.ping_interval,
-            pong_timeout: config.pong_timeout,
-            close_timeout: Duration::from_secs(5),
-            limits: server::Limits {
-                max_frame: config.max_client_message as u64,
-                max_message: config.max_client_message,
-            },
-            max_request_body: 8 * 1024 * 1024,
-            read_pause_bytes: config.outbound_soft_limit,
-            conflate_above_bytes: config.outbound_soft_limit,
-            max_outbound_bytes: config.outbound_hard_limit,
-            max_stall: config.slow_consumer_timeout,
-            max_pings_per_sec: config.max_pings_per_sec,
-        };
-        let mut listeners = vec![config.listen];
-        listeners.extend(config.local_listen);
+        let engine_config = engine_config(&config, workers);
+        let limits = fdlimit::connection_limits(config.max_connections);
+        let mut listeners = vec![Listen {
+            addr: config.listen,
+            max_connections: Some(limits.public),
+        }];
+        listeners.extend(config.local_listen.map(|addr| Listen {
+            addr,
+            max_connections: Some(limits.local),
+        }));
         let mut receivers: Vec<_> = receivers.into_iter().map(Some).collect();
         let server = Server::start(engine_config, &listeners, |i| {
             let rx = receivers[i].take().unwrap_or_else(crossbeam_channel::never);
             BrokerWorker::new(shared.clone(), i, rx)
         })
-        .map_err(|source| Error::Io {
-            what: format!(
-                "cannot listen on {}",
-                listeners
-                    .iter()
-                    .map(|a| a.to_string())
-                    .collect::<Vec<_>>()
-                    .join(" and ")
-            ),
-            source,
+        .map_err(|e| {
+            let which = if e.addr == config.listen {
+                "the public listener: choose another with --listen"
+            } else {
+                "the local API: choose another with --local-listen, or turn it off"
+            };
+            Error::Io {
+                what: format!("cannot listen on {} ({which})", e.addr),
+                source: e.source,
+            }
         })?;
         shared.hub.set_notifiers(server.notifiers());
         log::info!(
@@ -253,6 +252,7 @@ impl Broker {
                 .map_or_else(|| "off".to_owned(), |a| format!("at http://{a}"))
         );
         let _ = shared.engine.set(server.stats_source());
+        fdlimit::warn_if_short(&limits, config.max_connections);
         #[cfg(feature = "redis")]
         if let Some(redis) = &redis {
             redis
@@ -319,23 +319,51 @@ impl Broker {
         }
     }
 
-    /// Stops gracefully: refuses new publications, delivers the ones already accepted, sends
-    /// close 1001 to every client, and joins the worker threads (within the close timeout).
+    /// Stops gracefully, all within [`SHUTDOWN_WITHIN`]: refuses new publications, delivers the
+    /// ones already accepted, answers the HTTP requests already read, sends close 1001 to every
+    /// client and waits for their close frames, and joins the worker threads.
     pub fn shutdown(mut self) {
         self.stop();
     }
 
     fn stop(&mut self) {
+        let Some(server) = self.server.take() else {
+            return;
+        };
+        // Joining the threads after the deadline takes a moment: keep it inside the bound.
+        let deadline = std::time::Instant::now() + SHUTDOWN_WITHIN - Duration::from_millis(250);
         self.shared.hub.stop_publishing();
-        if let Some(server) = self.server.take() {
-            server.shutdown();
-            log::info!("broker stopped");
-        }
+        server.shutdown_by(deadline);
+        log::info!("broker stopped");
     }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The engine's settings for a broker's config.
+fn engine_config(config: &Config, workers: usize) -> ServerConfig {
+    ServerConfig {
+        workers,
+        max_connections: config.max_connections,
+        handshake_timeout: config.handshake_timeout,
+        http_idle_timeout: config.http_idle_timeout,
+        http_max_requests: config.http_max_requests,
+        ping_interval: config.ping_interval,
+        pong_timeout: config.pong_timeout,
+        close_timeout: SHUTDOWN_WITHIN,
+        limits: server::Limits {
+            max_frame: config.max_client_message as u64,
+            max_message: config.max_client_message,
+        },
+        max_request_body: config.max_request_body,
+        read_pause_bytes: config.outbound_soft_limit,
+        conflate_above_bytes: config.outbound_soft_limit,
+        max_outbound_bytes: config.outbound_hard_limit,
+        max_stall: config.slow_consumer_timeout,
+        max_pings_per_sec: config.max_pings_per_sec,
     }
 }

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use crate::broker::protocol::ErrorCode;
 use crate::server::EngineStats;
 
 /// Why a publication was refused.
@@ -15,16 +16,23 @@ pub(crate) enum Rejection {
     ShuttingDown,
     /// `--redis` and the connection is down, or Redis refused it.
     Unavailable,
+    /// A new topic past `--max-topics`.
+    TooManyTopics,
+    /// A request that is not a publication at all (an NDJSON line or a streaming frame that is
+    /// not JSON, or lacks `topic` or `data`).
+    BadRequest,
 }
 
 impl Rejection {
-    const ALL: [Rejection; 6] = [
+    const ALL: [Rejection; 8] = [
         Rejection::InvalidTopic,
         Rejection::InvalidPayload,
         Rejection::PayloadTooLarge,
         Rejection::QueueFull,
         Rejection::ShuttingDown,
         Rejection::Unavailable,
+        Rejection::TooManyTopics,
+        Rejection::BadRequest,
     ];
 
     pub fn label(self) -> &'static str {
@@ -35,26 +43,28 @@ impl Rejection {
             Rejection::QueueFull => "queue_full",
             Rejection::ShuttingDown => "shutting_down",
             Rejection::Unavailable => "unavailable",
+            Rejection::TooManyTopics => "too_many_topics",
+            Rejection::BadRequest => "bad_request",
+        }
+    }
+
+    /// The error code a subscriber or streaming publisher is answered with.
+    pub fn code(self) -> ErrorCode {
+        match self {
+            Rejection::InvalidTopic => ErrorCode::InvalidTopic,
+            Rejection::InvalidPayload => ErrorCode::InvalidPayload,
+            Rejection::PayloadTooLarge => ErrorCode::PayloadTooLarge,
+            Rejection::QueueFull => ErrorCode::QueueFull,
+            Rejection::ShuttingDown => ErrorCode::ShuttingDown,
+            Rejection::Unavailable => ErrorCode::Unavailable,
+            Rejection::TooManyTopics => ErrorCode::TooManyTopics,
+            Rejection::BadRequest => ErrorCode::BadRequest,
         }
     }
 }
 
-/// Error codes answered to subscribers (`{"type":"error","code":...}`).
-pub(crate) const CLIENT_ERROR_CODES: [&str; 11] = [
-    "bad_json",
-    "bad_request",
-    "unknown_op",
-    "invalid_topic",
-    "too_many_subscriptions",
-    "invalid_payload",
-    "payload_too_large",
-    "queue_full",
-    "shutting_down",
-    "rate_limited",
-    "unavailable",
-];
-
-/// HTTP statuses the local and public listeners answer with errors.
+/// HTTP statuses the local and public listeners answer with errors (the application's answers;
+/// what the engine refuses is in `handshake_errors_total`).
 const HTTP_ERROR_STATUSES: [u16; 7] = [400, 401, 403, 404, 405, 413, 503];
 
 #[derive(Debug, Default)]
@@ -65,10 +75,12 @@ pub(crate) struct Metrics {
     pub deliveries: AtomicU64,
     pub snapshots: AtomicU64,
     pub subscriptions: AtomicI64,
-    client_errors: [AtomicU64; CLIENT_ERROR_CODES.len()],
+    client_errors: [AtomicU64; ErrorCode::ALL.len()],
     http_errors: [AtomicU64; HTTP_ERROR_STATUSES.len()],
     /// Things that should never happen, counted instead of crashing.
     pub internal_errors: AtomicU64,
+    /// Publications handed to Redis and answered 503 because Redis did not answer in time.
+    pub answer_timeouts: AtomicU64,
 }
 
 impl Metrics {
@@ -84,8 +96,8 @@ impl Metrics {
             .sum()
     }
 
-    pub fn client_error(&self, code: &str) {
-        if let Some(i) = CLIENT_ERROR_CODES.iter().position(|&c| c == code) {
+    pub fn client_error(&self, code: ErrorCode) {
+        if let Some(i) = ErrorCode::ALL.iter().position(|&c| c == code) {
             self.client_errors[i].fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -124,7 +136,7 @@ impl Metrics {
         one(
             "handshake_errors_total",
             "counter",
-            "Malformed HTTP requests, refused upgrades and request bodies refused by the engine.",
+            "Requests the engine refused: malformed heads, bad upgrades, bodies it would not read.",
             engine.handshake_errors,
         );
         one(
@@ -150,6 +162,18 @@ impl Metrics {
             "counter",
             "Updates replaced by a newer one before a slow subscriber read them.",
             engine.frames_conflated,
+        );
+        one(
+            "abuse_closed_total",
+            "counter",
+            "Connections closed with 1008 for flooding (requests, pings).",
+            engine.abuse_closed,
+        );
+        one(
+            "http_requests_total",
+            "counter",
+            "HTTP requests served (not upgrades), keep-alive ones included.",
+            engine.http_requests,
         );
         one(
             "pong_timeouts_total",
@@ -194,6 +218,12 @@ impl Metrics {
             queued as u64,
         );
         one(
+            "publish_answer_timeouts_total",
+            "counter",
+            "Publications answered 503 because Redis did not answer in time (they may still have been published).",
+            get(&self.answer_timeouts),
+        );
+        one(
             "internal_errors_total",
             "counter",
             "Internal errors (should stay 0).",
@@ -210,7 +240,7 @@ impl Metrics {
             );
         }
         let _ = writeln!(out, "# HELP tickwire_client_errors_total Error messages sent to WebSocket clients, by code.\n# TYPE tickwire_client_errors_total counter");
-        for (code, a) in CLIENT_ERROR_CODES.iter().zip(&self.client_errors) {
+        for (code, a) in ErrorCode::ALL.iter().zip(&self.client_errors) {
             let _ = writeln!(
                 out,
                 "tickwire_client_errors_total{{code=\"{code}\"}} {}",

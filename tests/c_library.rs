@@ -7,9 +7,8 @@
 //! Every program is started with a time limit and killed if it outlives it.
 
 #[cfg(feature = "redis")]
-#[path = "util/redis.rs"]
-mod redis_server;
 mod util;
+use util::redis as redis_server;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};

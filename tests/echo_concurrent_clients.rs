@@ -5,21 +5,20 @@ mod util;
 
 use std::time::Duration;
 
-use tickwire::server::{Limits, ServerConfig};
+use tickwire::server::Limits;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::Message;
 
 #[test]
 fn concurrent_clients_get_their_own_echoes_and_close_cleanly() {
-    let server = util::start_echo(ServerConfig {
-        limits: Limits {
+    let server = util::start_echo(|c| {
+        c.limits = Limits {
             max_frame: 1 << 20,
             max_message: 1 << 20,
-        },
-        read_pause_bytes: 4 << 20,
-        max_outbound_bytes: 16 << 20,
-        ..ServerConfig::default()
+        };
+        c.read_pause_bytes = 4 << 20;
+        c.max_outbound_bytes = 16 << 20;
     });
     let addr = server.local_addrs()[0];
     let sizes = [0usize, 1, 125, 126, 127, 65535, 65536, 100_000, 1 << 20];
@@ -81,7 +80,7 @@ fn concurrent_clients_get_their_own_echoes_and_close_cleanly() {
 
 #[test]
 fn shutdown_sends_going_away_to_open_clients() {
-    let server = util::start_echo(ServerConfig::default());
+    let server = util::start_echo(|_| {});
     let mut ws = util::connect(server.local_addrs()[0], "/");
     ws.send(Message::Text("hi".into())).expect("send");
     assert_eq!(ws.read().expect("echo"), Message::Text("hi".into()));

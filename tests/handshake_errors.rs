@@ -6,7 +6,6 @@ mod util;
 use std::io::Write;
 use std::net::SocketAddr;
 
-use tickwire::server::ServerConfig;
 use tungstenite::Message;
 
 /// Sends `request` and returns the whole response (the server closes after it).
@@ -34,7 +33,7 @@ fn still_serves(addr: SocketAddr) {
 
 #[test]
 fn broken_handshakes_get_their_status_and_a_body() {
-    let server = util::start_echo(ServerConfig::default());
+    let server = util::start_echo(|_| {});
     let addr = server.local_addrs()[0];
     let good = util::upgrade_request("/");
     let cases: Vec<(String, u16, &str)> = vec![
@@ -94,10 +93,7 @@ fn broken_handshakes_get_their_status_and_a_body() {
 
 #[test]
 fn a_client_that_never_finishes_its_handshake_is_timed_out() {
-    let server = util::start_echo(ServerConfig {
-        handshake_timeout: std::time::Duration::from_millis(300),
-        ..ServerConfig::default()
-    });
+    let server = util::start_echo(|c| c.handshake_timeout = std::time::Duration::from_millis(300));
     let addr = server.local_addrs()[0];
     let mut s = util::raw(addr);
     s.write_all(b"GET / HTTP/1.1\r\nHost: slow").expect("write");

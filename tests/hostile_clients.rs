@@ -2,9 +2,8 @@
 //! the connection gauge and this process's file descriptors are back to their baseline, and
 //! memory is back near it.
 
-#[path = "util/broker.rs"]
-mod b;
 mod util;
+use util::broker as b;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

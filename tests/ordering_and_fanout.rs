@@ -1,11 +1,10 @@
 //! Per-topic order with gap-free `seq` for a fast client across thousands of updates, and fan-out
 //! to more than a thousand concurrent subscribers, each getting exactly what it subscribed to.
 
-#[path = "util/broker.rs"]
-mod b;
-
+mod util;
 use std::collections::HashMap;
 use std::thread;
+use util::broker as b;
 
 use serde_json::{json, Value};
 

@@ -6,19 +6,18 @@ mod util;
 use std::io::Write;
 use std::time::Duration;
 
-use tickwire::server::{Limits, ServerConfig};
+use tickwire::server::Limits;
 use tickwire::ws::frame::{encode_client_frame, OpCode};
 use tungstenite::Message;
 
 const KEY: [u8; 4] = [1, 2, 3, 4];
 
 fn server() -> tickwire::server::Server {
-    util::start_echo(ServerConfig {
-        limits: Limits {
+    util::start_echo(|c| {
+        c.limits = Limits {
             max_frame: 1000,
             max_message: 1000,
-        },
-        ..ServerConfig::default()
+        }
     })
 }
 
@@ -132,10 +131,9 @@ fn close_is_answered_with_the_same_code_then_the_socket_closes() {
 
 #[test]
 fn a_silent_client_is_pinged_then_dropped() {
-    let server = util::start_echo(ServerConfig {
-        ping_interval: Duration::from_millis(200),
-        pong_timeout: Duration::from_millis(600),
-        ..ServerConfig::default()
+    let server = util::start_echo(|c| {
+        c.ping_interval = Duration::from_millis(200);
+        c.pong_timeout = Duration::from_millis(600);
     });
     let mut s = util::raw_websocket(server.local_addrs()[0], "/");
     let (op, _) = util::read_frame(&mut s);
@@ -147,10 +145,7 @@ fn a_silent_client_is_pinged_then_dropped() {
 
 #[test]
 fn a_ping_flood_is_closed_with_1008() {
-    let server = util::start_echo(ServerConfig {
-        max_pings_per_sec: 5,
-        ..ServerConfig::default()
-    });
+    let server = util::start_echo(|c| c.max_pings_per_sec = 5);
     let mut s = util::raw_websocket(server.local_addrs()[0], "/");
     let flood: Vec<u8> = (0..20)
         .flat_map(|_| encode_client_frame(true, OpCode::Ping, b"x", KEY))

@@ -12,15 +12,13 @@
 //! Everything runs on loopback and is stopped by Drop guards.
 #![cfg(feature = "redis")]
 
-#[path = "util/broker.rs"]
-mod b;
-#[path = "util/redis.rs"]
-mod redis_server;
+mod util;
+use util::broker as b;
+use util::child::Tickwire;
+use util::redis as redis_server;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
@@ -33,31 +31,21 @@ use tungstenite::Message;
 /// A `tickwire` process connected to Redis.
 struct Node {
     name: &'static str,
-    child: Child,
+    /// Killed (and its log shown if the test failed) when the node is dropped.
+    _process: Tickwire,
     public: SocketAddr,
     local: SocketAddr,
-    log: PathBuf,
 }
 
 impl Node {
     fn start(name: &'static str, redis: &RedisServer) -> Node {
-        let log = redis.dir.join(format!("{name}.log"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
-            .args(["--listen", "127.0.0.1:0", "--local-listen", "127.0.0.1:0"])
-            .args(["--workers", "2", "--redis", &redis.url()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("node log"))
-            .spawn()
-            .expect("tickwire starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let (public, local) = b::banner_addrs(stdout, name);
+        let url = redis.url();
+        let process = Tickwire::start(name, &["--workers", "2", "--redis", &url]);
         let node = Node {
             name,
-            child,
-            public,
-            local,
-            log,
+            public: process.public,
+            local: process.local,
+            _process: process,
         };
         eventually(WAIT, &format!("{name} is healthy"), || {
             node.healthz().0 == 200
@@ -113,18 +101,6 @@ impl Node {
                 )
             })
             .collect()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if thread::panicking() {
-            if let Ok(log) = std::fs::read_to_string(&self.log) {
-                eprintln!("--- {} log ---\n{log}", self.name);
-            }
-        }
     }
 }
 

@@ -1,9 +1,8 @@
 //! Graceful shutdown of the broker, and the limits of the public and local listeners.
 
-#[path = "util/broker.rs"]
-mod b;
-
+mod util;
 use std::io::{Read, Write};
+use util::broker as b;
 
 use tickwire::PublishError;
 use tungstenite::Message;

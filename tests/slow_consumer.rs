@@ -1,9 +1,8 @@
 //! A subscriber that never reads is conflated, then closed with 1008, while a fast subscriber on
 //! the same topics loses nothing; the process's memory stays bounded throughout.
 
-#[path = "util/broker.rs"]
-mod b;
 mod util;
+use util::broker as b;
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -67,8 +66,17 @@ fn a_slow_consumer_is_conflated_then_closed_and_fast_ones_lose_nothing() {
         let (seen, total) = (seen.clone(), total.clone());
         thread::spawn(move || {
             let mut last = vec![0u64; TOPICS];
+            let mut quiet_since = Instant::now();
             while last.iter().any(|&s| s < total.load(Ordering::SeqCst)) {
-                let m = fast.next();
+                // Short waits, so that a `total` stored after the last message arrived is seen.
+                let Some(m) = fast.next_within(Duration::from_millis(100)) else {
+                    assert!(
+                        quiet_since.elapsed() < Duration::from_secs(10),
+                        "the fast client got nothing for 10 s: {last:?}"
+                    );
+                    continue;
+                };
+                quiet_since = Instant::now();
                 let t: usize = m["topic"]
                     .as_str()
                     .and_then(|s| s[2..].parse().ok())

@@ -6,12 +6,10 @@
 //! `TICKWIRE_SOAK_SECS` sets the length (default 120 in the test command; run an hour with
 //! `TICKWIRE_SOAK_SECS=3600 cargo test --release --test soak -- --nocapture`).
 
-#[path = "util/broker.rs"]
-mod b;
+mod util;
+use util::broker as b;
+use util::child::Tickwire;
 
-use std::io::Read;
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -21,72 +19,6 @@ use serde_json::json;
 use tungstenite::Message;
 
 const TOPICS: usize = 20;
-
-struct Server {
-    child: Child,
-    /// The server's stderr, read to the end by a thread.
-    log: Option<thread::JoinHandle<String>>,
-    public: SocketAddr,
-    local: SocketAddr,
-}
-
-impl Server {
-    fn start() -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--local-listen",
-                "127.0.0.1:0",
-                "--workers",
-                "2",
-            ])
-            .args(["--log-level", "warn", "--slow-consumer-timeout", "5"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tickwire starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut stderr = child.stderr.take().expect("stderr");
-        let log = Some(thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            text
-        }));
-        // Keep reading both pipes so the server never writes to a closed or full one.
-        let (public, local) = b::banner_addrs(stdout, "tickwire");
-        Server {
-            child,
-            log,
-            public,
-            local,
-        }
-    }
-
-    fn proc_status(&self, field: &str) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-            .expect("field")
-    }
-
-    fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
-            .expect("fd dir")
-            .count()
-    }
-}
-
-impl Drop for Server {
-    // A failing test must not leave the server running.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn topic(i: usize) -> String {
     format!("soak/{}", i % TOPICS)
@@ -98,8 +30,18 @@ fn churn_under_publishing_stays_flat_and_loses_nothing() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(120);
-    let _ = rlimit::increase_nofile_limit(8192);
-    let mut server = Server::start();
+    util::child::raise_fd_limit(8192);
+    let mut server = Tickwire::start(
+        "tickwire",
+        &[
+            "--workers",
+            "2",
+            "--log-level",
+            "warn",
+            "--slow-consumer-timeout",
+            "5",
+        ],
+    );
     let (public, local) = (server.public, server.local);
     let fds_at_start = server.fds();
     let stop = Arc::new(AtomicBool::new(false));
@@ -203,11 +145,11 @@ fn churn_under_publishing_stays_flat_and_loses_nothing() {
 
     // RSS after the first fifth (warm), and at the end: flat.
     thread::sleep(Duration::from_secs(secs / 5));
-    let warm_rss = server.proc_status("VmRSS:");
+    let warm_rss = server.rss_kib();
     for h in churners {
         h.join().expect("churner");
     }
-    let end_rss = server.proc_status("VmRSS:");
+    let end_rss = server.rss_kib();
     // The churned sockets are all gone: 80 long-lived subscribers and the publisher remain.
     b::eventually(
         Duration::from_secs(10),
@@ -238,10 +180,7 @@ fn churn_under_publishing_stays_flat_and_loses_nothing() {
 
     // SIGTERM: the long-lived clients get 1001, the process exits by itself, quickly.
     let stopped_at = Instant::now();
-    let status = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status();
-    assert!(status.expect("kill runs").success());
+    server.terminate();
     let mut going_away = 0;
     for (subs, _) in lived {
         for (_, mut s, _) in subs {
@@ -257,22 +196,12 @@ fn churn_under_publishing_stays_flat_and_loses_nothing() {
             }
         }
     }
-    let exit = loop {
-        if let Some(status) = server.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            stopped_at.elapsed() < Duration::from_secs(10),
-            "no exit 10 s after SIGTERM"
-        );
-        thread::sleep(Duration::from_millis(20));
-    };
+    let exit = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("an exit within 10 s of SIGTERM");
+    eprintln!("exited {:?} after SIGTERM", stopped_at.elapsed());
     assert!(exit.success(), "exit status {exit}");
     assert_eq!(going_away, 80, "every long-lived client got 1001");
-    let log = server
-        .log
-        .take()
-        .map(|h| h.join().expect("log reader"))
-        .unwrap_or_default();
+    let log = server.log_text();
     assert!(!log.contains("panicked"), "panic in the log:\n{log}");
 }

@@ -1,11 +1,10 @@
 //! The subscriber protocol: round trips with `id` echo, subscribe at connect, the subprotocol,
 //! and every bad request answered with its documented error while the connection stays open.
 
-#[path = "util/broker.rs"]
-mod b;
-
+mod util;
 use serde_json::json;
 use tungstenite::Message;
+use util::broker as b;
 
 #[test]
 fn subscribe_unsubscribe_ping_echo_the_id() {

@@ -1,18 +1,21 @@
 //! The last-value cache: per topic, the latest publication and its sequence number, in shards
-//! behind `parking_lot` mutexes so publishers on different topics rarely meet.
+//! behind `parking_lot` mutexes so publishers on different topics rarely meet; beside them, the
+//! [`TopicTree`] that wildcard snapshots are found in, and the count behind `--max-topics`.
 //!
 //! A shard's lock is also what orders publications of one topic: the publisher assigns the next
 //! `seq` and hands the frame to every worker while holding it, so every worker receives a topic's
-//! publications in `seq` order.
+//! publications in `seq` order. Lock order: a shard, then the tree; never the other way.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::{Mutex, MutexGuard, RwLock};
 
+use super::protocol::encode_msg_frame;
+use super::tree::{Budget, TopicTree};
 use crate::server::Frame;
 
 const SHARDS: usize = 64;
@@ -30,12 +33,23 @@ pub struct TopicEntry {
     /// The latest live frame; the payload is `frame[payload]`.
     pub frame: Frame,
     pub payload: Range<usize>,
+    /// The latest value as a snapshot frame, made when a subscriber first needs it and shared
+    /// by every subscriber after it; `None` again after each publication.
+    pub snapshot: Option<Frame>,
 }
 
 impl TopicEntry {
     pub fn payload(&self) -> &[u8] {
         &self.frame[self.payload.clone()]
     }
+}
+
+/// A topic's snapshot, ready to send.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub id: u64,
+    pub seq: u64,
+    pub frame: Frame,
 }
 
 pub type Shard = HashMap<Arc<str>, TopicEntry>;
@@ -45,19 +59,24 @@ pub struct Cache {
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
     next_id: AtomicU64,
+    tree: RwLock<TopicTree>,
+    /// Topics, plus room reserved by publishes under way (see [`Cache::reserve_topics`]).
+    counted: AtomicUsize,
+    max_topics: usize,
 }
 
-impl Default for Cache {
-    fn default() -> Self {
+impl Cache {
+    pub fn new(max_topics: usize) -> Self {
         Cache {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             next_id: AtomicU64::new(1),
+            tree: RwLock::new(TopicTree::default()),
+            counted: AtomicUsize::new(0),
+            max_topics,
         }
     }
-}
 
-impl Cache {
     /// Locks the shard that holds `topic`.
     pub fn lock(&self, topic: &str) -> MutexGuard<'_, Shard> {
         let i = (self.hasher.hash_one(topic) as usize) % SHARDS;
@@ -68,26 +87,91 @@ impl Cache {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Records a topic that just got its first value (called under its shard's lock, with
+    /// room reserved by [`Cache::reserve_topics`] unless `reserved` is false).
+    pub fn added(&self, topic: Arc<str>, reserved: bool) {
+        if !reserved {
+            self.counted.fetch_add(1, Ordering::AcqRel);
+        }
+        self.tree.write().insert(topic);
+    }
+
+    /// Reserves room for `n` new topics under `--max-topics`; false (nothing reserved) if they
+    /// do not fit. Give back what was not used with [`Cache::unreserve_topics`].
+    pub fn reserve_topics(&self, n: usize) -> bool {
+        if n == 0 {
+            return true;
+        }
+        let before = self.counted.fetch_add(n, Ordering::AcqRel);
+        if before + n > self.max_topics {
+            self.counted.fetch_sub(n, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    pub fn unreserve_topics(&self, n: usize) {
+        if n > 0 {
+            self.counted.fetch_sub(n, Ordering::AcqRel);
+        }
+    }
+
+    pub fn max_topics(&self) -> usize {
+        self.max_topics
+    }
+
+    pub fn contains(&self, topic: &str) -> bool {
+        self.lock(topic).contains_key(topic)
+    }
+
     pub fn get(&self, topic: &str) -> Option<TopicEntry> {
         self.lock(topic).get(topic).cloned()
     }
 
-    /// Every entry whose topic satisfies `keep`, at most `limit`, sorted by topic.
-    pub fn collect(&self, mut keep: impl FnMut(&str) -> bool, limit: usize) -> Vec<TopicEntry> {
+    /// The topic's latest value as a shared snapshot frame, made once per publication.
+    pub fn snapshot(&self, topic: &str) -> Option<Snapshot> {
+        let mut shard = self.lock(topic);
+        let e = shard.get_mut(topic)?;
+        let frame = match &e.snapshot {
+            Some(f) => f.clone(),
+            None => {
+                let mut buf = Vec::new();
+                encode_msg_frame(&mut buf, &e.topic_json, e.seq, true, e.payload());
+                let f: Frame = Arc::from(buf);
+                e.snapshot = Some(f.clone());
+                f
+            }
+        };
+        Some(Snapshot {
+            id: e.id,
+            seq: e.seq,
+            frame,
+        })
+    }
+
+    /// Calls `found` with topics matching `pattern` (valid, with wildcards), within `budget`,
+    /// until it returns false. The tree is locked for reading meanwhile: `found` must not
+    /// publish.
+    pub fn matching(
+        &self,
+        pattern: &str,
+        budget: Budget,
+        found: impl FnMut(&Arc<str>) -> bool,
+    ) -> super::tree::Walked {
+        self.tree.read().matching(pattern, budget, found)
+    }
+
+    /// Every entry, unordered. Costs a pass over every topic: not for worker threads.
+    pub fn all(&self) -> Vec<TopicEntry> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
-            for (topic, entry) in shard.lock().iter() {
-                if keep(topic) {
-                    out.push(entry.clone());
-                }
-            }
+            out.extend(shard.lock().values().cloned());
         }
-        out.sort_by(|a, b| a.topic.cmp(&b.topic));
-        out.truncate(limit);
         out
     }
 
+    /// Topics with a value.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().len()).sum()
+        self.tree.read().len()
     }
 }

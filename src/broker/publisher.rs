@@ -34,6 +34,7 @@ pub(crate) struct Delivery {
 
 /// Why a publication was refused. Nothing of it was published.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PublishError {
     /// The topic is not a valid topic (the message says why).
     InvalidTopic(String),
@@ -41,6 +42,8 @@ pub enum PublishError {
     InvalidPayload(String),
     /// The payload is over the configured limit.
     PayloadTooLarge { size: usize, max: usize },
+    /// The publication would add a topic past `--max-topics`; existing topics still publish.
+    TooManyTopics { max: usize },
     /// A worker's publish queue is full: the subscribers are behind. Try again later.
     QueueFull,
     /// The broker is shutting down.
@@ -61,9 +64,10 @@ impl PublishError {
         match self {
             PublishError::InvalidTopic(_) | PublishError::InvalidPayload(_) => 400,
             PublishError::PayloadTooLarge { .. } => 413,
-            PublishError::QueueFull | PublishError::ShuttingDown | PublishError::Unavailable(_) => {
-                503
-            }
+            PublishError::QueueFull
+            | PublishError::ShuttingDown
+            | PublishError::Unavailable(_)
+            | PublishError::TooManyTopics { .. } => 503,
         }
     }
 
@@ -72,6 +76,7 @@ impl PublishError {
             PublishError::InvalidTopic(_) => Rejection::InvalidTopic,
             PublishError::InvalidPayload(_) => Rejection::InvalidPayload,
             PublishError::PayloadTooLarge { .. } => Rejection::PayloadTooLarge,
+            PublishError::TooManyTopics { .. } => Rejection::TooManyTopics,
             PublishError::QueueFull => Rejection::QueueFull,
             PublishError::ShuttingDown => Rejection::ShuttingDown,
             PublishError::Unavailable(_) => Rejection::Unavailable,
@@ -83,7 +88,12 @@ impl std::fmt::Display for PublishError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PublishError::InvalidTopic(m) => write!(f, "invalid topic: {m}"),
-            PublishError::InvalidPayload(m) => write!(f, "payload is not JSON: {m}"),
+            PublishError::InvalidPayload(m) => write!(f, "invalid payload: {m}"),
+            PublishError::TooManyTopics { max } => write!(
+                f,
+                "the broker holds its limit of {max} topics: publish to an existing topic, or \
+                 raise --max-topics"
+            ),
             PublishError::PayloadTooLarge { size, max } => {
                 write!(
                     f,
@@ -106,6 +116,7 @@ impl std::error::Error for PublishError {}
 
 /// A batch was refused because of item `index` (from 0). Nothing of the batch was published.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BatchError {
     pub index: usize,
     pub error: PublishError,
@@ -126,10 +137,12 @@ pub(crate) trait Upstream: Send + Sync + std::fmt::Debug {
     /// Sequences `items` as one all-or-nothing unit; returns their sequence numbers, in order.
     /// Returns only once the upstream has them, so a success is a promise of delivery.
     fn publish(&self, items: &[(&str, &[u8])]) -> Result<Vec<u64>, PublishError>;
-    /// Like `publish` for one publication, without waiting: `done` runs later, on another
-    /// thread, with its seq or why it was refused. On `Err` (refused at once) `done` never runs;
-    /// on `Ok` it runs exactly once.
-    fn submit(&self, topic: &str, payload: &[u8], done: Done) -> Result<(), PublishError>;
+    /// Like `publish`, without waiting: `done` runs later, on another thread, with the seqs or
+    /// why the items were refused. On `Err` (refused at once) `done` never runs; on `Ok` it runs
+    /// exactly once.
+    fn submit(&self, items: &[(&str, &[u8])], done: Done) -> Result<(), PublishError>;
+    /// How long an answer may take before a waiting publisher gives up on it.
+    fn answer_timeout(&self) -> std::time::Duration;
     /// `Err(reason)` while publications cannot be delivered (for `/healthz`).
     fn health(&self) -> Result<(), String>;
     /// Appends the upstream's own metrics in the Prometheus text format.
@@ -140,7 +153,7 @@ pub(crate) trait Upstream: Send + Sync + std::fmt::Debug {
 
 /// What runs when an upstream has answered a [`Upstream::submit`]: quick, it runs on the
 /// upstream's thread.
-pub(crate) type Done = Box<dyn FnOnce(Result<u64, PublishError>) + Send>;
+pub(crate) type Done = Box<dyn FnOnce(Result<Vec<u64>, PublishError>) + Send>;
 
 /// What [`Hub::deliver_sequenced`] did with a publication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +166,35 @@ pub(crate) enum Sequenced {
     Stale,
     /// A worker queue is full: nothing was done; the caller waits and tries again.
     NoRoom,
+}
+
+/// What a hub refuses publications over.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HubLimits {
+    pub max_payload: usize,
+    pub max_depth: usize,
+    pub max_topics: usize,
+}
+
+impl HubLimits {
+    pub fn of(config: &crate::Config) -> Self {
+        HubLimits {
+            max_payload: config.max_payload,
+            max_depth: config.max_json_depth,
+            max_topics: config.max_topics,
+        }
+    }
+}
+
+#[cfg(test)]
+impl Default for HubLimits {
+    fn default() -> Self {
+        HubLimits {
+            max_payload: 1024,
+            max_depth: 128,
+            max_topics: 1_000_000,
+        }
+    }
 }
 
 /// A worker's incoming publications.
@@ -170,6 +212,8 @@ pub(crate) struct Hub {
     pub cache: Cache,
     pub metrics: Metrics,
     pub max_payload: usize,
+    /// How deep a payload's JSON may nest.
+    pub max_depth: usize,
     queues: Box<[WorkerQueue]>,
     capacity: usize,
     shutting_down: AtomicBool,
@@ -184,7 +228,7 @@ impl Hub {
     pub fn new(
         workers: usize,
         capacity: usize,
-        max_payload: usize,
+        limits: HubLimits,
         upstream: Option<Arc<dyn Upstream>>,
     ) -> (Hub, Vec<Receiver<Delivery>>) {
         let mut queues = Vec::with_capacity(workers);
@@ -199,9 +243,10 @@ impl Hub {
             receivers.push(rx);
         }
         let hub = Hub {
-            cache: Cache::default(),
+            cache: Cache::new(limits.max_topics),
             metrics: Metrics::default(),
-            max_payload,
+            max_payload: limits.max_payload,
+            max_depth: limits.max_depth,
             queues: queues.into(),
             capacity,
             shutting_down: AtomicBool::new(false),
@@ -279,7 +324,8 @@ impl Hub {
         true
     }
 
-    /// Checks a publication: valid topic, at most the payload limit, JSON.
+    /// Checks a publication: valid topic, at most the payload limit, UTF-8 JSON not nested too
+    /// deep.
     pub(crate) fn check(&self, topic: &str, payload: &[u8]) -> Result<(), PublishError> {
         validate_topic(topic).map_err(PublishError::InvalidTopic)?;
         if payload.len() > self.max_payload {
@@ -288,15 +334,52 @@ impl Hub {
                 max: self.max_payload,
             });
         }
-        serde_json::from_slice::<serde::de::IgnoredAny>(payload)
-            .map(|_| ())
-            .map_err(|e| PublishError::InvalidPayload(e.to_string()))
+        super::payload::check(payload, self.max_depth).map_err(PublishError::InvalidPayload)
     }
 
-    /// Sequences, caches and queues one checked publication whose room is reserved.
-    fn push(&self, topic: &str, payload: &[u8]) -> u64 {
-        self.sequence_and_queue(topic, payload, |last| Some(last + 1))
-            .unwrap_or(0)
+    /// Reserves room under `--max-topics` for the topics among `topics` that do not exist yet;
+    /// returns how many were reserved (give back what pushing did not use).
+    fn reserve_new_topics<'t>(
+        &self,
+        topics: impl Iterator<Item = &'t str>,
+    ) -> Result<usize, PublishError> {
+        let mut new = std::collections::HashSet::new();
+        for t in topics {
+            if !self.cache.contains(t) {
+                new.insert(t);
+            }
+        }
+        if self.cache.reserve_topics(new.len()) {
+            Ok(new.len())
+        } else {
+            Err(PublishError::TooManyTopics {
+                max: self.cache.max_topics(),
+            })
+        }
+    }
+
+    /// For publications sequenced upstream: refuses one that would add a topic past the limit
+    /// here (its room is taken when it comes back).
+    fn check_topic_room(&self, topics: &[(&str, &[u8])]) -> Result<(), PublishError> {
+        let new = topics
+            .iter()
+            .filter(|(t, _)| !self.cache.contains(t))
+            .count();
+        if self.cache.reserve_topics(new) {
+            self.cache.unreserve_topics(new);
+            Ok(())
+        } else {
+            Err(PublishError::TooManyTopics {
+                max: self.cache.max_topics(),
+            })
+        }
+    }
+
+    /// Sequences, caches and queues one checked publication whose queue room (and topic room,
+    /// if the topic is new) is reserved. Returns its seq and whether it created the topic.
+    fn push(&self, topic: &str, payload: &[u8]) -> (u64, bool) {
+        self.sequence_and_queue(topic, payload, true, |last| Some(last + 1))
+            .unwrap_or((0, false))
     }
 
     /// Caches and queues a publication whose `seq` (at least 1) was assigned upstream, if it is
@@ -308,7 +391,7 @@ impl Hub {
         if !self.reserve(1) {
             return Sequenced::NoRoom;
         }
-        match self.sequence_and_queue(topic, payload, |last| (seq > last).then_some(seq)) {
+        match self.sequence_and_queue(topic, payload, false, |last| (seq > last).then_some(seq)) {
             Some(_) => {
                 self.wake_workers();
                 Sequenced::Delivered
@@ -323,18 +406,21 @@ impl Hub {
     /// Under the topic's shard lock (that is what keeps a topic in order): asks `next` for the
     /// seq that follows the topic's last one (0 if new), and unless it says `None`, stores the
     /// publication with it, encodes its frame once and hands it to every worker. The caller has
-    /// reserved the room.
+    /// reserved the queue room, and the topic room if `topic_reserved`. Returns the seq and
+    /// whether the topic was created.
     fn sequence_and_queue(
         &self,
         topic: &str,
         payload: &[u8],
+        topic_reserved: bool,
         next: impl FnOnce(u64) -> Option<u64>,
-    ) -> Option<u64> {
+    ) -> Option<(u64, bool)> {
         thread_local! {
             // The frame is built here and copied once into its shared allocation.
             static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
         }
         let mut shard = self.cache.lock(topic);
+        let mut created = false;
         let delivery = SCRATCH.with(|scratch| {
             let mut buf = scratch.borrow_mut();
             let (entry, seq) = match shard.get_mut(topic) {
@@ -355,13 +441,17 @@ impl Hub {
                         seq: 0,
                         frame: Arc::from(&[][..]),
                         payload: 0..0,
+                        snapshot: None,
                     };
+                    created = true;
+                    self.cache.added(topic.clone(), topic_reserved);
                     (shard.entry(topic).or_insert(entry), seq)
                 }
             };
             entry.seq = seq;
             entry.payload = encode_msg_frame(&mut buf, &entry.topic_json, seq, false, payload);
             entry.frame = Arc::from(&buf[..]);
+            entry.snapshot = None;
             Some(Delivery {
                 topic: entry.topic.clone(),
                 topic_id: entry.id,
@@ -376,7 +466,7 @@ impl Hub {
             }
         }
         drop(shard);
-        Some(delivery.seq)
+        Some((delivery.seq, created))
     }
 
     /// Wakes one worker (that has work besides its publish queue).
@@ -444,10 +534,16 @@ impl Publisher {
                 .map(|seqs| seqs.first().copied().unwrap_or(0))
                 .or_else(|e| hub.reject(e));
         }
+        let topics = match hub.reserve_new_topics(std::iter::once(topic)) {
+            Ok(n) => n,
+            Err(e) => return hub.reject(e),
+        };
         if !hub.reserve(1) {
+            hub.cache.unreserve_topics(topics);
             return hub.reject(PublishError::QueueFull);
         }
-        let seq = hub.push(topic, payload);
+        let (seq, created) = hub.push(topic, payload);
+        hub.cache.unreserve_topics(topics - usize::from(created));
         hub.metrics.published.fetch_add(1, Ordering::Relaxed);
         hub.wake_workers();
         Ok(seq)
@@ -479,12 +575,19 @@ impl Publisher {
                 Err(e) => fail(0, e),
             };
         }
+        let topics = match hub.reserve_new_topics(items.iter().map(|(t, _)| *t)) {
+            Ok(n) => n,
+            Err(e) => return fail(0, e),
+        };
         if !hub.reserve(items.len()) {
+            hub.cache.unreserve_topics(topics);
             return fail(0, PublishError::QueueFull);
         }
+        let mut created = 0;
         for (topic, payload) in items {
-            hub.push(topic, payload);
+            created += usize::from(hub.push(topic, payload).1);
         }
+        hub.cache.unreserve_topics(topics - created);
         hub.metrics
             .published
             .fetch_add(items.len() as u64, Ordering::Relaxed);
@@ -492,42 +595,50 @@ impl Publisher {
         Ok(items.len())
     }
 
-    /// With an upstream: checks one publication and sends it there without waiting; `done` runs
-    /// (on the upstream's thread, so it must be quick) with its seq or why it was refused, unless
-    /// this returns `Err` (refused at once). Without an upstream: publishes it here and runs
-    /// `done` before returning.
-    pub(crate) fn submit(
-        &self,
-        topic: &str,
-        payload: &[u8],
-        done: Done,
-    ) -> Result<(), PublishError> {
+    /// With an upstream: checks the publications and sends them there (all or nothing) without
+    /// waiting; `done` runs (on the upstream's thread, so it must be quick) with their seqs or
+    /// why they were refused, unless this returns `Err` (refused at once: the index of the item
+    /// at fault, and why). Without an upstream, use [`Publisher::publish`] and
+    /// [`Publisher::publish_batch`]: they do not wait.
+    pub(crate) fn submit(&self, items: &[(&str, &[u8])], done: Done) -> Result<(), BatchError> {
         let hub = &*self.hub;
+        let fail = |index: usize, error: PublishError| {
+            hub.metrics.rejected(error.rejection());
+            Err(BatchError { index, error })
+        };
         let Some(up) = &hub.upstream else {
-            done(self.publish(topic, payload));
-            return Ok(());
+            return fail(
+                0,
+                PublishError::Unavailable("no upstream to submit to".to_owned()),
+            );
         };
         let _guard = match hub.begin() {
             Ok(g) => g,
-            Err(e) => return hub.reject(e),
+            Err(e) => return fail(0, e),
         };
-        if let Err(e) = hub.check(topic, payload) {
-            return hub.reject(e);
+        for (i, (topic, payload)) in items.iter().enumerate() {
+            if let Err(e) = hub.check(topic, payload) {
+                return fail(i, e);
+            }
         }
-        if !hub.has_room(1) {
-            return hub.reject(PublishError::QueueFull);
+        if let Err(e) = hub.check_topic_room(items) {
+            return fail(0, e);
+        }
+        if !hub.has_room(items.len()) {
+            return fail(0, PublishError::QueueFull);
         }
         let counted = self.hub.clone();
+        let n = items.len() as u64;
         let done: Done = Box::new(move |result| {
             match &result {
                 Ok(_) => {
-                    counted.metrics.published.fetch_add(1, Ordering::Relaxed);
+                    counted.metrics.published.fetch_add(n, Ordering::Relaxed);
                 }
                 Err(e) => counted.metrics.rejected(e.rejection()),
             }
             done(result);
         });
-        up.submit(topic, payload, done).or_else(|e| hub.reject(e))
+        up.submit(items, done).or_else(|e| fail(0, e))
     }
 
     /// Sends checked publications to the upstream; they reach this node's subscribers when they
@@ -544,6 +655,7 @@ impl Publisher {
         if !hub.has_room(items.len()) {
             return Err(PublishError::QueueFull);
         }
+        hub.check_topic_room(items)?;
         let seqs = up.publish(items)?;
         hub.metrics
             .published
@@ -564,7 +676,7 @@ mod tests {
 
     #[test]
     fn upstream_seqs_are_kept_and_what_is_not_newer_is_dropped() {
-        let (hub, rx) = Hub::new(1, 16, 1024, None);
+        let (hub, rx) = Hub::new(1, 16, HubLimits::default(), None);
         assert_eq!(hub.deliver_sequenced("t", 5, b"1"), Sequenced::Delivered);
         assert_eq!(hub.deliver_sequenced("t", 5, b"2"), Sequenced::Stale);
         assert_eq!(hub.deliver_sequenced("t", 3, b"3"), Sequenced::Stale);
@@ -584,7 +696,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_takes_nothing_and_says_so() {
-        let (hub, rx) = Hub::new(1, 1, 1024, None);
+        let (hub, rx) = Hub::new(1, 1, HubLimits::default(), None);
         assert_eq!(hub.deliver_sequenced("t", 1, b"1"), Sequenced::Delivered);
         assert_eq!(hub.deliver_sequenced("t", 2, b"2"), Sequenced::NoRoom);
         assert_eq!(hub.cache.get("t").map(|e| e.seq), Some(1));
@@ -595,8 +707,8 @@ mod tests {
 
     #[test]
     fn a_stale_first_sight_leaves_no_topic_behind() {
-        let (hub, _rx) = Hub::new(1, 4, 1024, None);
-        assert_eq!(hub.sequence_and_queue("t", b"1", |_| None), None);
+        let (hub, _rx) = Hub::new(1, 4, HubLimits::default(), None);
+        assert_eq!(hub.sequence_and_queue("t", b"1", false, |_| None), None);
         assert!(hub.cache.get("t").is_none());
         assert_eq!(hub.cache.len(), 0);
     }

@@ -41,7 +41,8 @@ use writer::{Reply, Request};
 
 /// Publications waiting for the writer, at most.
 const WRITER_QUEUE: usize = 65536;
-/// How long a publisher waits for Redis's answer before giving up on it.
+/// How long a publisher waits for Redis's answer before giving up on it (a worker thread never
+/// waits: it answers its client then, and ignores the late answer).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long stopping waits for this node's last publications to come back from Redis.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(1);
@@ -189,22 +190,23 @@ impl Upstream for Redis {
         seqs(reply, items.len()).map_err(|reason| refuse(&self.link, reason))
     }
 
-    fn submit(&self, topic: &str, payload: &[u8], done: Done) -> Result<(), PublishError> {
+    fn submit(&self, items: &[(&str, &[u8])], done: Done) -> Result<(), PublishError> {
         if let Err(reason) = self.link.health() {
             return Err(refuse(&self.link, reason));
         }
         let link = self.link.clone();
+        let expected = items.len();
         let then = move |answer: Result<Value, String>| {
-            let seq = answer
-                .and_then(|reply| seqs(reply, 1))
-                .map(|seqs| seqs.first().copied().unwrap_or(0))
+            let seqs = answer
+                .and_then(|reply| seqs(reply, expected))
                 .map_err(|reason| refuse(&link, reason));
-            done(seq);
+            done(seqs);
         };
-        self.queue(
-            self.publish_command(&[(topic, payload)]),
-            Reply::Then(Box::new(then)),
-        )
+        self.queue(self.publish_command(items), Reply::Then(Box::new(then)))
+    }
+
+    fn answer_timeout(&self) -> Duration {
+        ANSWER_TIMEOUT
     }
 
     fn health(&self) -> Result<(), String> {

@@ -120,7 +120,7 @@ fn connect(ctx: &Context) -> Result<redis::Connection, String> {
 
 /// Raises Redis's seqs and last values to this node's where Redis has less. Returns how many.
 fn reconcile(ctx: &Context, conn: &mut redis::Connection) -> Result<u64, String> {
-    let entries = ctx.hub.cache.collect(|_| true, usize::MAX);
+    let entries = ctx.hub.cache.all();
     let mut raised = 0;
     for chunk in entries.chunks(CHUNK) {
         let mut cmd = redis::cmd("EVAL");

@@ -1,34 +1,80 @@
-//! One client connection as the event loop sees it: the socket, where it is in its life, the
-//! bytes it still owes us and the bytes we still owe it.
+//! One client connection as the event loop sees it: the socket, where it is in its life (each
+//! phase holding what only it needs), the bytes it still owes us and the bytes we still owe it.
 
-use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
-use super::outbound::{Frame, OutQueue};
+use super::held::Held;
+use super::outbound::OutQueue;
 use crate::ws::WsContext;
 
 /// Where a connection is in its life.
 ///
 /// ```text
-/// Request --101--> Open --close sent--> Closing --close received--> Draining --> Lingering --> gone
-///    |               \--close received / protocol error------------> Draining
-///    \--HTTP response or handshake error----------------------------> Draining
+/// Http --101--> Open --close sent--> Closing --close received--> Draining --> Lingering --> gone
+///  | ^ keep-alive  \--close received / protocol error------------> Draining
+///  |_|
+///  \--response with Connection: close, or a refused request ----> Draining
 /// ```
 #[derive(Debug)]
 pub(crate) enum Phase {
-    /// Reading the HTTP request head (and body), before the handshake timeout.
-    Request,
+    /// HTTP/1.1: reading a request, waiting for the handler's answer, or idle between requests
+    /// of a keep-alive connection.
+    Http(HttpState),
     /// A WebSocket: messages flow both ways.
-    Open,
-    /// We sent a close frame and wait for the peer's (until the close timeout).
-    Closing,
+    Open(OpenState),
+    /// We sent a close frame and read only until the peer's arrives.
+    Closing { ws: WsContext, deadline: Instant },
     /// Our last bytes are queued; once written, we shut down our side.
-    Draining,
+    Draining { deadline: Instant },
     /// Our side is shut; we read and discard until the peer closes too, so that unread input does
     /// not turn our close into a reset that could destroy the frames we just sent.
-    Lingering,
+    Lingering { deadline: Instant },
+}
+
+#[derive(Debug)]
+pub(crate) struct HttpState {
+    /// When the request being read must be complete (the handshake timeout) or, while idle
+    /// between requests, when the connection is closed (the idle timeout).
+    pub deadline: Instant,
+    /// No byte of the next request has arrived: the deadline is the idle timeout.
+    pub idle: bool,
+    /// The handler answers later ([`super::Route::Later`]); nothing more is read meanwhile, so
+    /// pipelined requests are answered in order.
+    pub waiting: bool,
+    /// Whether the request being answered allows the connection to stay open after it.
+    pub keep_alive: bool,
+    /// Requests answered on this connection.
+    pub served: u32,
+    /// Bytes the request at the start of the input needs (head and body), once its head has
+    /// been parsed: the head is not parsed again for every piece of a large body.
+    pub expect: Option<usize>,
+}
+
+#[derive(Debug)]
+pub(crate) struct OpenState {
+    /// The WebSocket read state.
+    pub ws: WsContext,
+    /// The last time the peer sent anything, for pings and the pong timeout.
+    pub last_heard: Instant,
+    pub ping_sent: bool,
+    /// Pings received in the current one-second window, and when it began.
+    pub pings: u32,
+    pub ping_window: Instant,
+}
+
+impl Phase {
+    /// When this phase ends by itself, if it does.
+    pub fn deadline(&self) -> Option<Instant> {
+        match self {
+            Phase::Http(h) if !h.waiting => Some(h.deadline),
+            Phase::Closing { deadline, .. }
+            | Phase::Draining { deadline }
+            | Phase::Lingering { deadline } => Some(*deadline),
+            Phase::Http(_) | Phase::Open(_) => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -37,79 +83,143 @@ pub(crate) struct Conn {
     /// Which listener accepted it (index into the server's list).
     pub listener: usize,
     pub phase: Phase,
-    /// Bytes read but not yet consumed: an incomplete request head or body, or an incomplete
-    /// frame header. Empty (and unallocated) most of the time.
+    /// Bytes read but not yet consumed: an incomplete request head or body, pipelined requests
+    /// waiting for an earlier answer, an incomplete frame header, or frames the handler paused.
+    /// Empty (and unallocated) most of the time.
     pub inbuf: Vec<u8>,
-    /// The WebSocket read state; default (and heap-free) until the upgrade.
-    pub ws: WsContext,
     pub out: OutQueue,
     /// Keyed frames held back while the connection is behind: the latest per key. `None` (no
     /// memory) while the connection keeps up.
-    pub conflated: Option<Box<Conflated>>,
+    pub held: Option<Box<Held>>,
     /// The last time output made progress (or the queue was empty), for the stall timeout.
     pub last_progress: Instant,
-    /// When the current phase must end: handshake, close or linger timeout.
-    pub deadline: Option<Instant>,
-    /// The last time the peer sent anything, for pings and the pong timeout.
-    pub last_heard: Instant,
-    pub ping_sent: bool,
-    /// Pings received in the current one-second window, and when the window began.
-    pub pings_in_window: u32,
-    pub ping_window: Instant,
-    /// The handler saw `on_open` and has not yet seen `on_close`.
-    pub opened: bool,
-    /// Reading is paused because too much output is waiting.
-    pub read_paused: bool,
+    /// Reading stopped because too much output is waiting (backpressure).
+    pub paused_by_output: bool,
+    /// Reading (and dispatching what was read) stopped because the handler asked.
+    pub paused_by_handler: bool,
+    /// The handler holds this connection's id (an open WebSocket, or a request it answers
+    /// later) and must hear `on_close` before the id is reused.
+    pub known: bool,
     /// Already in this turn's flush list.
     pub touched: bool,
 }
 
 impl Conn {
-    pub fn new(socket: TcpStream, listener: usize, now: Instant, deadline: Instant) -> Self {
+    pub fn new(socket: TcpStream, listener: usize, now: Instant, timeout: Duration) -> Self {
         Conn {
             socket,
             listener,
-            phase: Phase::Request,
+            phase: Phase::Http(HttpState {
+                deadline: now + timeout,
+                idle: false,
+                waiting: false,
+                keep_alive: false,
+                served: 0,
+                expect: None,
+            }),
             inbuf: Vec::new(),
-            ws: WsContext::default(),
             out: OutQueue::default(),
-            conflated: None,
+            held: None,
             last_progress: now,
-            deadline: Some(deadline),
-            last_heard: now,
-            ping_sent: false,
-            pings_in_window: 0,
-            ping_window: now,
-            opened: false,
-            read_paused: false,
+            paused_by_output: false,
+            paused_by_handler: false,
+            known: false,
             touched: false,
         }
     }
 
-    /// Bytes waiting to be written, held back ones included.
-    pub fn pending_bytes(&self) -> usize {
-        self.out.len_bytes() + self.conflated.as_ref().map_or(0, |c| c.bytes)
+    /// Bytes waiting to be written, not counting frames held back by conflation (those are
+    /// bounded by the number of keys, and their bytes are shared).
+    pub fn queued_bytes(&self) -> usize {
+        self.out.len_bytes()
     }
 
     /// Whether the handler may still send to it.
     pub fn is_open(&self) -> bool {
-        matches!(self.phase, Phase::Open)
+        matches!(self.phase, Phase::Open(_))
     }
-}
 
-/// The latest frame per key, waiting for the queue to drain.
-#[derive(Debug, Default)]
-pub(crate) struct Conflated {
-    pub frames: HashMap<u64, Frame>,
-    pub bytes: usize,
+    /// Whether the socket should be read now.
+    pub fn may_read(&self) -> bool {
+        !self.paused_by_output
+            && !self.paused_by_handler
+            && match &self.phase {
+                Phase::Http(h) => !h.waiting,
+                Phase::Draining { .. } => false,
+                Phase::Open(_) | Phase::Closing { .. } | Phase::Lingering { .. } => true,
+            }
+    }
+
+    /// Whether bytes already read may be handed on (the handler has not paused it, and no
+    /// earlier request is waiting for its answer).
+    pub fn may_dispatch(&self) -> bool {
+        !self.paused_by_handler && !matches!(&self.phase, Phase::Http(h) if h.waiting)
+    }
+
+    /// The WebSocket read state, in the phases that read frames.
+    pub fn ws_mut(&mut self) -> Option<&mut WsContext> {
+        match &mut self.phase {
+            Phase::Open(o) => Some(&mut o.ws),
+            Phase::Closing { ws, .. } => Some(ws),
+            _ => None,
+        }
+    }
+
+    /// The peer sent something: it is alive.
+    pub fn heard(&mut self, now: Instant) {
+        if let Phase::Open(o) = &mut self.phase {
+            o.last_heard = now;
+            o.ping_sent = false;
+        }
+    }
+
+    /// The upgrade is done: frames flow from now on.
+    pub fn open(&mut self, ws: WsContext, now: Instant) {
+        self.phase = Phase::Open(OpenState {
+            ws,
+            last_heard: now,
+            ping_sent: false,
+            pings: 0,
+            ping_window: now,
+        });
+        self.known = true;
+    }
+
+    /// We sent our close frame: keep reading frames until the peer's close, until `deadline`.
+    pub fn begin_closing(&mut self, deadline: Instant) {
+        let phase = std::mem::replace(&mut self.phase, Phase::Draining { deadline });
+        if let Phase::Open(o) = phase {
+            self.phase = Phase::Closing { ws: o.ws, deadline };
+        }
+    }
+
+    /// Nothing more will be read or handed on: write what is queued, then shut down.
+    pub fn drain(&mut self, deadline: Instant) {
+        self.phase = Phase::Draining { deadline };
+        self.paused_by_output = false;
+        self.paused_by_handler = false;
+    }
+
+    /// Counts a ping in the current one-second window; returns how many came in it.
+    pub fn count_ping(&mut self, now: Instant) -> u32 {
+        let Phase::Open(o) = &mut self.phase else {
+            return 0;
+        };
+        if now.saturating_duration_since(o.ping_window) >= Duration::from_secs(1) {
+            o.ping_window = now;
+            o.pings = 0;
+        }
+        o.pings += 1;
+        o.pings
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn an_idle_connection_is_small() {
-        // Issue 7 asks for at most 1 KiB of server memory per idle connection; the struct is
-        // most of it (an idle connection holds no buffers).
+        // At most 1 KiB of server memory per idle connection (issue 7); the struct is most of
+        // it (an idle connection holds no buffers).
         let size = std::mem::size_of::<super::Conn>();
         assert!(size <= 512, "Conn is {size} bytes");
     }

@@ -1,44 +1,66 @@
-//! The event loop that owns the sockets: mio workers, connections, outbound queues, HTTP routes.
+//! The event loop that owns the sockets: mio workers, connections, outbound queues.
 //!
 //! [`Server::start`] binds the listeners and starts one worker thread per core. Each worker has
 //! its own `mio::Poll` watching a copy of every listening socket (whichever worker is free
-//! accepts), its own `Slab` of connections and its own [`Handler`]. The worker reads
-//! until `WouldBlock`, hands whole requests and messages to the handler, and flushes each
-//! connection the handler wrote to once per loop turn, many frames per write (small frames
-//! gathered into one buffer: see `outbound`).
+//! accepts), its own `Slab` of connections and its own [`Handler`]. The worker reads until
+//! `WouldBlock`, hands whole requests and messages to the handler, and flushes each connection
+//! the handler wrote to once per loop turn, many frames per write.
 //!
-//! The engine speaks HTTP/1.1 just enough to route a request and upgrade it, and RFC 6455 fully
-//! (through [`crate::ws`]). It answers pings, runs the closing handshake both ways, enforces the
-//! handshake timeout, pings idle peers and drops the ones that stop answering. It knows nothing of
-//! topics: the handler decides what a request or a message means.
+//! The engine speaks HTTP/1.1 (through [`crate::http`]: keep-alive, pipelining, bodies by
+//! `Content-Length`) and RFC 6455 (through [`crate::ws`]). It answers pings, runs the closing
+//! handshake both ways, enforces the handshake and idle timeouts, pings quiet peers and drops
+//! the ones that stop answering. It knows nothing of topics: the handler decides what a request
+//! or a message means.
+//!
+//! - `worker`: the loop: poll, accept, read, hand on, flush.
+//! - `dispatch`: bytes read → HTTP requests, upgrades and WebSocket messages for the handler.
+//! - `connections`: the slab of connections and every change of their state; `conn` one
+//!   connection and its phases.
+//! - [`Outbox`] (`outbox`): what the handler may do to connections.
+//! - `outbound`, `held`: a connection's queue of frames to write, and conflation.
+//! - `timers`: timeouts and pings. `stats`: counters.
 
 mod conn;
+mod connections;
+mod dispatch;
 pub mod echo;
+mod held;
 mod outbound;
+mod outbox;
+mod stats;
+mod timers;
 mod worker;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-pub use crate::ws::handshake::Request;
+pub use crate::http::{Request, Response};
 pub use crate::ws::{CloseCode, Limits};
 pub use outbound::Frame;
-pub use worker::Outbox;
+pub use outbox::Outbox;
+pub use stats::{EngineStats, StatsSource};
 
 /// Engine settings, shared by every listener.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ServerConfig {
     /// Worker threads (each with its own event loop). Default: available parallelism.
     pub workers: usize,
-    /// Open connections per listener, across all workers; past it new ones are refused at once
-    /// (503). Per listener, so that a flood on one cannot lock operators out of another.
+    /// Open connections per listener unless a [`Listen`] says otherwise; past it new ones are
+    /// answered 503 at once. Per listener, so that a flood on one cannot lock operators out of
+    /// another.
     pub max_connections: usize,
-    /// Time a client has to send a whole request head (and body).
+    /// Time a client has to send a whole request (head and body), from its first byte (from
+    /// the connection for the first request).
     pub handshake_timeout: Duration,
+    /// Time a keep-alive HTTP connection may sit idle between requests.
+    pub http_idle_timeout: Duration,
+    /// Requests one HTTP connection may carry; the last is answered with `Connection: close`.
+    pub http_max_requests: u32,
     /// Silence after which the server sends a ping.
     pub ping_interval: Duration,
     /// Silence after which a connection is dropped (no frame, not even a pong).
@@ -50,17 +72,19 @@ pub struct ServerConfig {
     /// Largest HTTP request body (413 past it).
     pub max_request_body: usize,
     /// Bytes a connection may have waiting to be written before the engine stops reading from it
-    /// (backpressure: a client that does not read cannot make the server buffer its echoes).
+    /// (backpressure: a client that does not read cannot make the server buffer its answers).
     pub read_pause_bytes: usize,
     /// Bytes waiting past which frames sent with a key ([`Outbox::send_keyed`]) are conflated:
     /// a newer frame with the same key replaces the older one still waiting.
     pub conflate_above_bytes: usize,
-    /// Bytes a connection may have waiting; past it the connection is closed with 1008.
+    /// Bytes a connection may have waiting (held keys counted at a small fixed cost each); past
+    /// it the connection is closed with 1008.
     pub max_outbound_bytes: usize,
-    /// How long output may wait with no byte written before the connection is closed with 1008.
+    /// How long output may wait with the socket taking no byte of it before the connection is
+    /// closed with 1008. A client that reads, however slowly, makes progress.
     pub max_stall: Duration,
     /// Pings a client may send per second; pings past it are not answered, and a client that
-    /// sends twice as many is closed with 1008.
+    /// sends more than twice as many is closed with 1008.
     pub max_pings_per_sec: u32,
 }
 
@@ -70,6 +94,8 @@ impl Default for ServerConfig {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_connections: 100_000,
             handshake_timeout: Duration::from_secs(10),
+            http_idle_timeout: Duration::from_secs(60),
+            http_max_requests: 10_000,
             ping_interval: Duration::from_secs(30),
             pong_timeout: Duration::from_secs(60),
             close_timeout: Duration::from_secs(5),
@@ -84,8 +110,25 @@ impl Default for ServerConfig {
     }
 }
 
-/// A connection, unique within its worker while it is open. The handler sees `on_close` for a
-/// connection before its id can be reused.
+/// A listening address, and how many connections it may have open (`None`: the config's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    pub max_connections: Option<usize>,
+}
+
+impl From<SocketAddr> for Listen {
+    fn from(addr: SocketAddr) -> Self {
+        Listen {
+            addr,
+            max_connections: None,
+        }
+    }
+}
+
+/// A connection, unique within its worker while the handler may use it. The handler hears
+/// [`Handler::on_close`] for every connection it was given (an opened WebSocket, or a request
+/// answered with [`Route::Later`]) before its id can be reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub usize);
 
@@ -105,62 +148,31 @@ pub enum Route {
         protocol: Option<String>,
         limits: Option<Limits>,
     },
-    /// Answer with this response and close the connection.
-    Http(HttpResponse),
-}
-
-/// A plain HTTP response. Sent with `Content-Length` and `Connection: close`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpResponse {
-    pub status: u16,
-    pub content_type: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl HttpResponse {
-    pub fn new(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Self {
-        HttpResponse {
-            status,
-            content_type: content_type.to_owned(),
-            headers: Vec::new(),
-            body: body.into(),
-        }
-    }
-
-    /// A short plain-text body, the way every error is answered.
-    pub fn text(status: u16, body: &str) -> Self {
-        Self::new(status, "text/plain; charset=utf-8", format!("{body}\n"))
-    }
-
-    pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Self {
-        Self::new(status, "application/json", body)
-    }
-
-    pub fn with_header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_owned(), value.to_owned()));
-        self
-    }
-
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let extra: Vec<(&str, &str)> = self
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
-        crate::ws::handshake::http_response(self.status, &self.content_type, &extra, &self.body)
-    }
+    /// Answer with this response. The connection stays open for the next request when the
+    /// client allows it (keep-alive) and the response is not a refusal.
+    Http(Response),
+    /// The handler answers later with [`Outbox::respond`] (after a round trip it must not wait
+    /// for on the worker). Nothing more is read from the connection until then; the handler
+    /// hears `on_close` if the connection goes away first, and must answer every `Later`.
+    /// For an upgrade request this is answered 500.
+    Later,
 }
 
 /// The application the event loop drives: one instance per worker, called only from that
 /// worker's thread. Ids are per worker.
 pub trait Handler: Send + 'static {
     /// A complete request arrived on listener number `listener` (its index in the list given to
-    /// [`Server::start`]). For an upgrade request the engine has already checked the WebSocket
-    /// headers; returning [`Route::WebSocket`] for a request that is not an upgrade answers 426.
-    /// The default upgrades every request without a subprotocol.
-    fn on_request(&mut self, listener: usize, req: &Request, body: &[u8]) -> Route {
-        let _ = (listener, req, body);
+    /// [`Server::start`]), as connection `conn`. For an upgrade request the engine has already
+    /// checked the WebSocket headers; returning [`Route::WebSocket`] for a request that is not
+    /// an upgrade answers 426. The default upgrades every request without a subprotocol.
+    fn on_request(
+        &mut self,
+        conn: ConnId,
+        listener: usize,
+        req: &Request<'_>,
+        body: &[u8],
+    ) -> Route {
+        let _ = (conn, listener, req, body);
         Route::WebSocket {
             protocol: None,
             limits: None,
@@ -168,7 +180,7 @@ pub trait Handler: Send + 'static {
     }
 
     /// The 101 has been queued: the connection is open.
-    fn on_open(&mut self, conn: ConnId, listener: usize, req: &Request, out: &mut Outbox<'_>) {
+    fn on_open(&mut self, conn: ConnId, listener: usize, req: &Request<'_>, out: &mut Outbox<'_>) {
         let _ = (conn, listener, req, out);
     }
 
@@ -176,13 +188,13 @@ pub trait Handler: Send + 'static {
     fn on_message(&mut self, conn: ConnId, msg: Message, out: &mut Outbox<'_>);
 
     /// The connection is gone (closing handshake done, error, timeout or reset). Called once for
-    /// every connection that was opened, before its id is reused.
+    /// every connection the handler was given, before its id is reused.
     fn on_close(&mut self, conn: ConnId) {
         let _ = conn;
     }
 
     /// Called once every loop turn, after the socket events: the place to drain cross-thread work
-    /// (woken by [`Notifier::notify`]).
+    /// (woken by [`Notifier::notify`]) and to run the handler's own timers.
     fn on_turn(&mut self, out: &mut Outbox<'_>) {
         let _ = out;
     }
@@ -191,6 +203,11 @@ pub trait Handler: Send + 'static {
     /// queued while the worker was busy is not left until the next event.
     fn has_pending_work(&self) -> bool {
         false
+    }
+
+    /// The next time the handler needs `on_turn` even if nothing happens (a timer of its own).
+    fn next_deadline(&self) -> Option<Instant> {
+        None
     }
 }
 
@@ -221,11 +238,14 @@ impl Notifier {
 
 /// State shared by the workers and the handle.
 #[derive(Debug, Default)]
-struct Shared {
-    shutdown: AtomicBool,
-    /// Open sockets per listener, across all workers (for `max_connections`).
+pub(crate) struct Shared {
+    /// When set, the workers close everything and stop by this time.
+    shutdown: parking_lot::Mutex<Option<Instant>>,
+    shutting_down: AtomicBool,
+    /// Open sockets per listener, across all workers, and each listener's limit.
     connections: Box<[AtomicUsize]>,
-    stats: EngineCounters,
+    limits: Box<[usize]>,
+    stats: stats::EngineCounters,
 }
 
 impl Shared {
@@ -235,44 +255,34 @@ impl Shared {
             .map(|c| c.load(Ordering::Relaxed))
             .sum()
     }
+
+    /// The time by which the workers must have stopped, once shutdown has begun.
+    fn shutdown_deadline(&self) -> Option<Instant> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            *self.shutdown.lock()
+        } else {
+            None
+        }
+    }
 }
 
-/// Counters kept by the engine, for metrics.
-#[derive(Debug, Default)]
-struct EngineCounters {
-    connections_accepted: AtomicU64,
-    connections_refused: AtomicU64,
-    handshake_errors: AtomicU64,
-    handshake_timeouts: AtomicU64,
-    protocol_errors: AtomicU64,
-    slow_consumers_closed: AtomicU64,
-    pong_timeouts: AtomicU64,
-    frames_conflated: AtomicU64,
-    abuse_closed: AtomicU64,
+/// Why a server could not start: which address, and what the system said.
+#[derive(Debug)]
+pub struct BindError {
+    pub addr: SocketAddr,
+    pub source: io::Error,
 }
 
-/// A snapshot of the engine's counters (all since start).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EngineStats {
-    /// Connections open right now.
-    pub connections: usize,
-    pub connections_accepted: u64,
-    /// Refused because `max_connections` were open.
-    pub connections_refused: u64,
-    /// Malformed requests, refused upgrades, and bodies refused by the engine (400, 411, 413,
-    /// 426, 431).
-    pub handshake_errors: u64,
-    pub handshake_timeouts: u64,
-    /// Connections failed for breaking RFC 6455 (1002, 1007, 1009).
-    pub protocol_errors: u64,
-    /// Closed with 1008 for not reading their output.
-    pub slow_consumers_closed: u64,
-    /// Dropped for not answering pings.
-    pub pong_timeouts: u64,
-    /// Keyed frames replaced by a newer one before they were written.
-    pub frames_conflated: u64,
-    /// Closed with 1008 for flooding (pings, requests).
-    pub abuse_closed: u64,
+impl std::fmt::Display for BindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot listen on {}: {}", self.addr, self.source)
+    }
+}
+
+impl std::error::Error for BindError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
 }
 
 /// The running server: where it listens, how to wake its workers, how to stop it.
@@ -281,16 +291,17 @@ pub struct Server {
     notifiers: Vec<Arc<Notifier>>,
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    close_timeout: Duration,
 }
 
 impl Server {
-    /// Binds every address in `listeners` (port 0 picks a free port, the same for every worker),
-    /// makes one handler per worker with `make_handler(worker_index)`, and starts the workers.
+    /// Binds every listener (port 0 picks a free port, the same for every worker), makes one
+    /// handler per worker with `make_handler(worker_index)`, and starts the workers.
     pub fn start<H, F>(
         config: ServerConfig,
-        listeners: &[SocketAddr],
+        listeners: &[Listen],
         mut make_handler: F,
-    ) -> io::Result<Server>
+    ) -> Result<Server, BindError>
     where
         H: Handler,
         F: FnMut(usize) -> H,
@@ -298,6 +309,10 @@ impl Server {
         let workers = config.workers.max(1);
         let shared = Arc::new(Shared {
             connections: listeners.iter().map(|_| AtomicUsize::new(0)).collect(),
+            limits: listeners
+                .iter()
+                .map(|l| l.max_connections.unwrap_or(config.max_connections))
+                .collect(),
             ..Shared::default()
         });
         // One socket per address, shared by every worker's poll (an accept that loses the race
@@ -305,26 +320,32 @@ impl Server {
         // to start, not silently take half the connections.
         let mut local_addrs = Vec::with_capacity(listeners.len());
         let mut bound = Vec::with_capacity(listeners.len());
-        for addr in listeners {
-            let sock = bind(*addr)?;
-            local_addrs.push(sock.local_addr()?);
+        for l in listeners {
+            let fail = |source| BindError {
+                addr: l.addr,
+                source,
+            };
+            let sock = bind(l.addr).map_err(fail)?;
+            local_addrs.push(sock.local_addr().map_err(fail)?);
             bound.push(sock);
         }
-        let mut per_worker: Vec<Vec<std::net::TcpListener>> = Vec::with_capacity(workers);
-        for _ in 0..workers {
-            per_worker.push(
-                bound
-                    .iter()
-                    .map(|l| l.try_clone())
-                    .collect::<io::Result<_>>()?,
-            );
-        }
+        let internal = |source| BindError {
+            addr: listeners
+                .first()
+                .map_or(([0, 0, 0, 0], 0).into(), |l| l.addr),
+            source,
+        };
         let mut notifiers = Vec::with_capacity(workers);
         let mut threads = Vec::with_capacity(workers);
-        for (index, socks) in per_worker.into_iter().enumerate() {
-            let poll = mio::Poll::new()?;
+        for index in 0..workers {
+            let socks = bound
+                .iter()
+                .map(|l| l.try_clone())
+                .collect::<io::Result<Vec<_>>>()
+                .map_err(internal)?;
+            let poll = mio::Poll::new().map_err(internal)?;
             let notifier = Arc::new(Notifier {
-                waker: mio::Waker::new(poll.registry(), worker::WAKER)?,
+                waker: mio::Waker::new(poll.registry(), worker::WAKER).map_err(internal)?,
                 sleeping: AtomicBool::new(false),
             });
             let handler = make_handler(index);
@@ -335,10 +356,12 @@ impl Server {
                 handler,
                 notifier.clone(),
                 shared.clone(),
-            )?;
+            )
+            .map_err(internal)?;
             let thread = std::thread::Builder::new()
                 .name(format!("tickwire-worker-{index}"))
-                .spawn(move || w.run())?;
+                .spawn(move || w.run())
+                .map_err(internal)?;
             notifiers.push(notifier);
             threads.push(thread);
         }
@@ -347,6 +370,7 @@ impl Server {
             notifiers,
             shared,
             threads,
+            close_timeout: config.close_timeout,
         })
     }
 
@@ -375,14 +399,23 @@ impl Server {
         StatsSource(self.shared.clone())
     }
 
-    /// Stops accepting, sends close 1001 to every open WebSocket, waits up to the close timeout
-    /// for the peers to answer, and joins the workers.
-    pub fn shutdown(mut self) {
-        self.stop();
+    /// Stops accepting, sends close 1001 to every open WebSocket, answers the requests already
+    /// read, waits for the peers to answer our close frames until the close timeout, and joins
+    /// the workers.
+    pub fn shutdown(self) {
+        let deadline = Instant::now() + self.close_timeout;
+        self.shutdown_by(deadline);
     }
 
-    fn stop(&mut self) {
-        self.shared.shutdown.store(true, Ordering::SeqCst);
+    /// [`Server::shutdown`], with everything done by `deadline`: whatever is still open then is
+    /// dropped.
+    pub fn shutdown_by(mut self, deadline: Instant) {
+        self.stop(deadline);
+    }
+
+    fn stop(&mut self, deadline: Instant) {
+        *self.shared.shutdown.lock() = Some(deadline);
+        self.shared.shutting_down.store(true, Ordering::Release);
         for n in &self.notifiers {
             n.force();
         }
@@ -394,29 +427,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Reads the engine's counters; cheap to clone, usable from any thread.
-#[derive(Debug, Clone)]
-pub struct StatsSource(Arc<Shared>);
-
-impl StatsSource {
-    pub fn stats(&self) -> EngineStats {
-        let c = &self.0.stats;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        EngineStats {
-            connections: self.0.open_connections(),
-            connections_accepted: get(&c.connections_accepted),
-            connections_refused: get(&c.connections_refused),
-            handshake_errors: get(&c.handshake_errors),
-            handshake_timeouts: get(&c.handshake_timeouts),
-            protocol_errors: get(&c.protocol_errors),
-            slow_consumers_closed: get(&c.slow_consumers_closed),
-            pong_timeouts: get(&c.pong_timeouts),
-            frames_conflated: get(&c.frames_conflated),
-            abuse_closed: get(&c.abuse_closed),
+        if !self.threads.is_empty() {
+            let deadline = Instant::now() + self.close_timeout;
+            self.stop(deadline);
         }
     }
 }

@@ -42,25 +42,80 @@ pub enum Incoming {
     Close(Option<(CloseCode, String)>),
 }
 
-/// A violation that fails the connection, with the close code to send (RFC 6455 7.4.1).
+/// What a peer did that fails the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Violation {
+    /// A frame header broke a rule on its own (reserved bits, opcode, masking, lengths).
+    Header(HeaderError),
+    /// "new data frame while a fragmented message is unfinished" (RFC 6455 5.4).
+    DataFrameInsideMessage,
+    /// A continuation frame with no message to continue.
+    ContinuationWithoutMessage,
+    /// A message over the size limit, all fragments together (1009).
+    MessageTooBig,
+    /// A text message or close reason that is not UTF-8 (1007).
+    InvalidUtf8,
+    /// A close payload of one byte: a code needs two.
+    CloseTruncated,
+    /// A close code a peer may not send (RFC 6455 7.4).
+    InvalidCloseCode,
+}
+
+impl Violation {
+    /// The close code it is answered with (RFC 6455 7.4.1).
+    pub fn close_code(&self) -> CloseCode {
+        match self {
+            Violation::Header(HeaderError::TooBig { .. }) | Violation::MessageTooBig => {
+                CloseCode::TOO_BIG
+            }
+            Violation::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            _ => CloseCode::PROTOCOL,
+        }
+    }
+
+    /// The reason sent in the close frame.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Violation::Header(h) => h.describe(),
+            Violation::DataFrameInsideMessage => {
+                "new data frame while a fragmented message is unfinished"
+            }
+            Violation::ContinuationWithoutMessage => {
+                "continuation frame with no message to continue"
+            }
+            Violation::MessageTooBig => "message too big",
+            Violation::InvalidUtf8 => "text is not valid UTF-8",
+            Violation::CloseTruncated => "close payload of one byte",
+            Violation::InvalidCloseCode => "invalid close code",
+        }
+    }
+}
+
+/// A violation that fails the connection, with the close code to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProtocolError {
     pub code: CloseCode,
-    pub reason: &'static str,
+    pub violation: Violation,
 }
 
 impl ProtocolError {
-    fn protocol(reason: &'static str) -> Self {
+    pub fn new(violation: Violation) -> Self {
         ProtocolError {
-            code: CloseCode::PROTOCOL,
-            reason,
+            code: violation.close_code(),
+            violation,
         }
+    }
+
+    /// The reason sent in the close frame.
+    pub fn reason(&self) -> &'static str {
+        self.violation.describe()
     }
 }
 
 impl std::fmt::Display for ProtocolError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (close code {})", self.reason, self.code.0)
+        write!(f, "{} (close code {})", self.reason(), self.code.0)
     }
 }
 
@@ -68,14 +123,7 @@ impl std::error::Error for ProtocolError {}
 
 impl From<HeaderError> for ProtocolError {
     fn from(e: HeaderError) -> Self {
-        let code = match e {
-            HeaderError::TooBig { .. } => CloseCode::TOO_BIG,
-            _ => CloseCode::PROTOCOL,
-        };
-        ProtocolError {
-            code,
-            reason: e.describe(),
-        }
+        ProtocolError::new(Violation::Header(e))
     }
 }
 
@@ -162,9 +210,7 @@ impl WsContext {
         match header.opcode {
             OpCode::Text | OpCode::Binary => {
                 if self.message.is_some() {
-                    return Err(ProtocolError::protocol(
-                        "new data frame while a fragmented message is unfinished",
-                    ));
+                    return Err(ProtocolError::new(Violation::DataFrameInsideMessage));
                 }
                 self.check_message_size(0, header.payload_len)?;
                 self.message = Some(Box::new(MessageInProgress {
@@ -175,11 +221,7 @@ impl WsContext {
             OpCode::Continuation => {
                 let so_far = match &self.message {
                     Some(m) => m.data.len(),
-                    None => {
-                        return Err(ProtocolError::protocol(
-                            "continuation frame with no message to continue",
-                        ))
-                    }
+                    None => return Err(ProtocolError::new(Violation::ContinuationWithoutMessage)),
                 };
                 self.check_message_size(so_far, header.payload_len)?;
             }
@@ -195,10 +237,7 @@ impl WsContext {
     fn check_message_size(&self, so_far: usize, more: u64) -> Result<(), ProtocolError> {
         let total = (so_far as u64).saturating_add(more);
         if total > self.limits.max_message as u64 {
-            return Err(ProtocolError {
-                code: CloseCode::TOO_BIG,
-                reason: "message too big",
-            });
+            return Err(ProtocolError::new(Violation::MessageTooBig));
         }
         Ok(())
     }
@@ -215,7 +254,7 @@ impl WsContext {
         } else {
             match self.message.as_deref_mut() {
                 Some(m) => &mut m.data,
-                None => return Err(ProtocolError::protocol("payload with no message")),
+                None => return Err(ProtocolError::new(Violation::ContinuationWithoutMessage)),
             }
         };
         let start = buf.len();
@@ -241,7 +280,7 @@ impl WsContext {
                     return Ok(None);
                 }
                 let Some(m) = self.message.take() else {
-                    return Err(ProtocolError::protocol("payload with no message"));
+                    return Err(ProtocolError::new(Violation::ContinuationWithoutMessage));
                 };
                 let m = *m;
                 if !m.is_text {
@@ -266,10 +305,10 @@ impl WsContext {
                     }
                     Err(ClosePayloadError::InvalidReason) => Err(invalid_utf8()),
                     Err(ClosePayloadError::Truncated) => {
-                        Err(ProtocolError::protocol("close payload of one byte"))
+                        Err(ProtocolError::new(Violation::CloseTruncated))
                     }
                     Err(ClosePayloadError::InvalidCode(_)) => {
-                        Err(ProtocolError::protocol("invalid close code"))
+                        Err(ProtocolError::new(Violation::InvalidCloseCode))
                     }
                 }
             }
@@ -278,10 +317,7 @@ impl WsContext {
 }
 
 fn invalid_utf8() -> ProtocolError {
-    ProtocolError {
-        code: CloseCode::INVALID_PAYLOAD,
-        reason: "text is not valid UTF-8",
-    }
+    ProtocolError::new(Violation::InvalidUtf8)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The WebSocket protocol (RFC 6455), sans-IO: nothing in here touches a socket.
 //!
-//! - [`handshake`]: the HTTP/1.1 upgrade request, the `Sec-WebSocket-Accept` key, the 101 and error
-//!   responses.
+//! - [`handshake`]: what RFC 6455 adds to an HTTP/1.1 request (parsed by [`crate::http`]): the
+//!   upgrade checks, the `Sec-WebSocket-Accept` key, the 101.
 //! - [`frame`]: frame headers (every length form), opcodes, encoding of outgoing frames.
 //! - [`mask`]: the XOR masking of client payloads.
 //! - [`utf8`]: incremental UTF-8 validation that fails on the first bad byte.
@@ -18,5 +18,5 @@ pub mod mask;
 pub mod utf8;
 
 pub use close::CloseCode;
-pub use context::{Incoming, Limits, ProtocolError, WsContext};
+pub use context::{Incoming, Limits, ProtocolError, Violation, WsContext};
 pub use frame::{FrameHeader, OpCode};

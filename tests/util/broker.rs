@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tickwire::{Broker, Config};
@@ -98,6 +98,22 @@ impl Sub {
         );
     }
 
+    /// Proves that nothing was delivered before now: publishes a sentinel to `topic` (which this
+    /// subscriber must be subscribed to, its snapshot if any already read) and asserts it is the
+    /// next message. Publications reach a worker in the order they were published, so anything
+    /// published earlier and wrongly delivered would come first.
+    pub fn expect_nothing_before_sentinel(&mut self, broker: &Broker, topic: &str) {
+        let marker = fastrand::u64(..);
+        let (status, _) = publish(broker, topic, &format!("{{\"sentinel\":{marker}}}"));
+        assert_eq!(status, 202, "sentinel published");
+        let m = self.next();
+        assert_eq!(
+            (m["topic"].as_str(), &m["data"]),
+            (Some(topic), &json!({ "sentinel": marker })),
+            "expected nothing but the sentinel, got {m}"
+        );
+    }
+
     /// A ping round trip: everything sent before it has been handled.
     pub fn sync(&mut self) {
         self.send(json!({"op": "ping", "id": "sync"}));
@@ -110,7 +126,8 @@ impl Sub {
     }
 }
 
-/// One HTTP/1.1 request; returns (status, headers, body).
+/// One HTTP/1.1 request on a connection of its own (`Connection: close`, so the answer ends
+/// where the connection does); returns (status, headers, body).
 pub fn http(
     addr: SocketAddr,
     method: &str,
@@ -122,7 +139,7 @@ pub fn http(
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     let mut req = format!(
-        "{method} {target} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n",
+        "{method} {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (n, v) in headers {
@@ -166,33 +183,5 @@ pub fn metric(broker: &Broker, name: &str) -> u64 {
         .expect("a number")
 }
 
-pub fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// The subscribe and publish addresses from a `tickwire` process's start-up banner. The rest of
-/// its stdout is read and dropped on a thread of its own, so it never writes to a full pipe.
-pub fn banner_addrs(stdout: std::process::ChildStdout, name: &str) -> (SocketAddr, SocketAddr) {
-    use std::io::{BufRead, BufReader};
-    let mut lines = BufReader::new(stdout).lines();
-    let mut find = |prefix: &str| -> SocketAddr {
-        loop {
-            let line = lines
-                .next()
-                .unwrap_or_else(|| panic!("{name}: banner ended before '{prefix}'"))
-                .expect("utf-8");
-            if let Some(rest) = line.trim().strip_prefix(prefix) {
-                let addr = rest.trim().split('/').nth(2).expect("url host");
-                return addr.parse().expect("address");
-            }
-        }
-    };
-    let public = find("subscribe:");
-    let local = find("publish:");
-    std::thread::spawn(move || lines.for_each(drop));
-    (public, local)
-}
+#[allow(unused_imports)] // not every test crate waits
+pub use super::eventually;

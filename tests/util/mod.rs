@@ -1,5 +1,14 @@
-//! Helpers shared by the integration tests: servers on free ports, clients with timeouts, polling.
+//! Helpers shared by the integration tests: servers on free ports, clients with timeouts,
+//! polling, raw sockets that write exact bytes.
+//!
+//! - `broker`: a broker on free ports, JSON subscribers, a small HTTP client, metrics.
+//! - `redis`: a real redis-server on a free port.
+//! - `child`: the `tickwire` binary as a child process, its banner, its fds and memory.
 #![allow(dead_code)]
+
+pub mod broker;
+pub mod child;
+pub mod redis;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -7,17 +16,13 @@ use std::time::{Duration, Instant};
 
 use tickwire::server::{echo::Echo, Server, ServerConfig};
 
-/// An echo server on a free loopback port, two workers, the given config otherwise.
-pub fn start_echo(config: ServerConfig) -> Server {
-    Server::start(
-        ServerConfig {
-            workers: 2,
-            ..config
-        },
-        &["127.0.0.1:0".parse().expect("address")],
-        |_| Echo,
-    )
-    .expect("echo server starts")
+/// An echo server on a free loopback port, two workers, the defaults adjusted by `f`.
+pub fn start_echo(f: impl FnOnce(&mut ServerConfig)) -> Server {
+    let mut config = ServerConfig::default();
+    config.workers = 2;
+    f(&mut config);
+    let addr: std::net::SocketAddr = "127.0.0.1:0".parse().expect("address");
+    Server::start(config, &[addr.into()], |_| Echo).expect("echo server starts")
 }
 
 pub type Client = tungstenite::WebSocket<TcpStream>;

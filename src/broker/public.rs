@@ -1,0 +1,66 @@
+//! The public listener's routes: the quote board page at `/`, WebSocket subscribers at `/ws`
+//! (with the origin allowlist and the `tickwire.v1` subprotocol), 404 and 405 for the rest.
+
+use super::{BrokerWorker, SUBPROTOCOL};
+use crate::server::{Limits, Request, Response, Route};
+use crate::ws::handshake::offered_protocols;
+
+impl BrokerWorker {
+    pub(super) fn public_route(&self, req: &Request<'_>) -> Route {
+        let metrics = &self.shared.hub.metrics;
+        let answer = |resp: Response| {
+            metrics.http_error(resp.status);
+            Route::Http(resp)
+        };
+        match (req.method, req.path()) {
+            ("GET", "/") => Route::Http(Response::new(
+                200,
+                "text/html; charset=utf-8",
+                crate::web::INDEX_HTML,
+            )),
+            ("GET", "/ws") => {
+                if let Some(refusal) = self.check_origin(req) {
+                    return answer(refusal);
+                }
+                let protocol = offered_protocols(req)
+                    .any(|p| p == SUBPROTOCOL)
+                    .then(|| SUBPROTOCOL.to_owned());
+                let max = self.shared.config.max_client_message;
+                Route::WebSocket {
+                    protocol,
+                    limits: Some(Limits {
+                        max_frame: max as u64,
+                        max_message: max,
+                    }),
+                }
+            }
+            (_, "/" | "/ws") => {
+                answer(Response::text(405, "only GET is allowed here").with_header("Allow", "GET"))
+            }
+            (_, path) => answer(Response::text(
+                404,
+                &format!("no such path '{path}': the page is at / and WebSockets at /ws"),
+            )),
+        }
+    }
+
+    /// With an allowlist, an upgrade must come from a listed `Origin`: browsers always send
+    /// one, so a request without it is not from a page the operator allowed (403).
+    fn check_origin(&self, req: &Request<'_>) -> Option<Response> {
+        let allowed = &self.shared.config.allowed_origins;
+        if allowed.is_empty() {
+            return None;
+        }
+        match req.header("origin") {
+            Some(origin) if allowed.iter().any(|a| a == origin) => None,
+            Some(origin) => Some(Response::text(
+                403,
+                &format!("origin '{origin}' is not allowed"),
+            )),
+            None => Some(Response::text(
+                403,
+                "an Origin header is required: only listed origins may connect",
+            )),
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! Subscribers: WebSocket clients of the public listener. Their requests (subscribe,
+//! unsubscribe, ping) within a per-second limit, the snapshots a subscribe sends, and the
+//! fan-out of each publication to the subscribers whose patterns match it, once per connection.
+//!
+//! The work of one request is bounded by what it asks for: its patterns are deduplicated before
+//! anything else, and its wildcard snapshots come from one walk budget for the whole request
+//! (see `tree`), never from a pass over every topic.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::protocol::{self, ClientError, ErrorCode};
+use super::publisher::Delivery;
+use super::topic;
+use super::tree::Budget;
+use super::{BrokerWorker, Client};
+use crate::server::{ConnId, Outbox, Request};
+
+#[derive(Debug)]
+pub(crate) struct Subscriber {
+    /// Requests in the current one-second window, and when it began.
+    requests_in_window: u32,
+    window: Instant,
+    pub patterns: HashSet<Box<str>>,
+    /// Per topic id, the seq of the snapshot sent: queued live updates up to it are stale.
+    floors: HashMap<u64, u64>,
+    /// The last publication (worker-local number) delivered, to deliver once per connection.
+    stamp: u64,
+}
+
+impl BrokerWorker {
+    /// A subscriber connected; `?subscribe=a,b` is answered as if sent as the first frame (and
+    /// counts against the request limit like one).
+    pub(super) fn open_subscriber(
+        &mut self,
+        conn: ConnId,
+        req: &Request<'_>,
+        out: &mut Outbox<'_>,
+    ) {
+        self.set_client(
+            conn,
+            Some(Client::Subscriber(Subscriber {
+                requests_in_window: 0,
+                window: out.now(),
+                patterns: HashSet::new(),
+                floors: HashMap::new(),
+                stamp: 0,
+            })),
+        );
+        let Some(topics) = req.query_param("subscribe") else {
+            return;
+        };
+        if self.admit_request(conn, None, out).is_err() {
+            return;
+        }
+        let patterns: Vec<String> = topics
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if let Err(e) = self.subscribe(conn, patterns, None, out) {
+            self.send_error(conn, &e, out);
+        }
+    }
+
+    fn subscriber(&mut self, conn: ConnId) -> Option<&mut Subscriber> {
+        match self.clients.get_mut(conn.0) {
+            Some(Some(Client::Subscriber(s))) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Counts a request against the per-second limit: `Ok` to serve it, `Err` to refuse it
+    /// (with a `rate_limited` error carrying `id`, or, past twice the limit, by closing).
+    fn admit_request(
+        &mut self,
+        conn: ConnId,
+        id: Option<String>,
+        out: &mut Outbox<'_>,
+    ) -> Result<(), ()> {
+        let limit = self.shared.config.max_requests_per_sec;
+        let now = out.now();
+        let Some(sub) = self.subscriber(conn) else {
+            return Ok(());
+        };
+        if now.saturating_duration_since(sub.window) >= Duration::from_secs(1) {
+            sub.window = now;
+            sub.requests_in_window = 0;
+        }
+        sub.requests_in_window += 1;
+        let n = sub.requests_in_window;
+        if n <= limit {
+            return Ok(());
+        }
+        if n > limit.saturating_mul(2) {
+            out.close_abusive(conn, "request flood");
+        } else {
+            let e = ClientError::new(
+                ErrorCode::RateLimited,
+                format!("over {limit} requests per second: slow down"),
+                id,
+            );
+            self.send_error(conn, &e, out);
+        }
+        Err(())
+    }
+
+    pub(super) fn on_subscriber_message(&mut self, conn: ConnId, text: &str, out: &mut Outbox<'_>) {
+        let parsed = protocol::parse_request(text, self.shared.config.max_json_depth);
+        let id = match &parsed {
+            Ok(r) => r.id().map(str::to_owned),
+            Err(e) => e.id.clone(),
+        };
+        if self.admit_request(conn, id, out).is_err() {
+            return;
+        }
+        let result = parsed.and_then(|req| match req {
+            protocol::Request::Subscribe { topics, id } => self.subscribe(conn, topics, id, out),
+            protocol::Request::Unsubscribe { topics, id } => {
+                self.unsubscribe(conn, topics, id, out)
+            }
+            protocol::Request::Ping { id } => {
+                out.send_text(conn, &protocol::pong(id.as_deref()));
+                Ok(())
+            }
+        });
+        if let Err(e) = result {
+            self.send_error(conn, &e, out);
+        }
+    }
+
+    /// Subscribes to every pattern or none, answers `subscribed`, then sends the snapshots.
+    fn subscribe(
+        &mut self,
+        conn: ConnId,
+        patterns: Vec<String>,
+        id: Option<String>,
+        out: &mut Outbox<'_>,
+    ) -> Result<(), ClientError> {
+        let patterns = dedup(patterns);
+        let id = check_patterns(&patterns, id)?;
+        let max = self.shared.config.max_subscriptions;
+        let Some(sub) = self.subscriber(conn) else {
+            return Ok(());
+        };
+        let new: Vec<&String> = patterns
+            .iter()
+            .filter(|p| !sub.patterns.contains(p.as_str()))
+            .collect();
+        if sub.patterns.len() + new.len() > max {
+            return Err(ClientError::new(
+                ErrorCode::TooManySubscriptions,
+                format!(
+                    "this would make {} subscriptions; the limit per connection is {max}",
+                    sub.patterns.len() + new.len()
+                ),
+                id,
+            ));
+        }
+        for p in &new {
+            sub.patterns.insert(p.as_str().into());
+        }
+        for p in &new {
+            self.index.insert(p, conn);
+            self.shared.count_subscription(p, 1);
+        }
+        out.send_text(conn, &protocol::ack("subscribed", &patterns, id.as_deref()));
+        self.send_snapshots(conn, &patterns, out);
+        Ok(())
+    }
+
+    /// The last value of every topic the patterns match, each once: every exact topic's, and
+    /// for the wildcards together at most `max_snapshot_topics`, found within one walk budget.
+    fn send_snapshots(&mut self, conn: ConnId, patterns: &[String], out: &mut Outbox<'_>) {
+        let hub = self.shared.hub.clone();
+        let mut budget = Budget::for_matches(self.shared.config.max_snapshot_topics);
+        let mut topics = Vec::new();
+        for p in patterns {
+            if !topic::is_wildcard(p) {
+                topics.push(p.as_str().into());
+            } else if budget.matches > 0 && budget.visits > 0 {
+                let walked = hub.cache.matching(p, budget, |t| {
+                    topics.push(t.clone());
+                    true
+                });
+                budget.matches -= walked.given;
+                budget.visits = budget.visits.saturating_sub(walked.visited);
+            }
+        }
+        let mut seen = HashSet::new();
+        let mut sent = 0;
+        for t in topics {
+            let Some(snap) = hub.cache.snapshot(&t) else {
+                continue;
+            };
+            if !seen.insert(snap.id) {
+                continue;
+            }
+            let Some(sub) = self.subscriber(conn) else {
+                return;
+            };
+            sub.floors.insert(snap.id, snap.seq);
+            out.send_keyed(conn, snap.id, &snap.frame);
+            sent += 1;
+        }
+        hub.metrics.snapshots.fetch_add(sent, Ordering::Relaxed);
+    }
+
+    fn unsubscribe(
+        &mut self,
+        conn: ConnId,
+        patterns: Vec<String>,
+        id: Option<String>,
+        out: &mut Outbox<'_>,
+    ) -> Result<(), ClientError> {
+        let patterns = dedup(patterns);
+        let id = check_patterns(&patterns, id)?;
+        if let Some(sub) = self.subscriber(conn) {
+            let removed: Vec<&String> = patterns
+                .iter()
+                .filter(|p| sub.patterns.remove(p.as_str()))
+                .collect();
+            for p in removed {
+                self.index.remove(p, conn);
+                self.shared.count_subscription(p, -1);
+            }
+        }
+        out.send_text(
+            conn,
+            &protocol::ack("unsubscribed", &patterns, id.as_deref()),
+        );
+        Ok(())
+    }
+
+    /// Queues one publication on every matching connection, once each.
+    pub(super) fn fan_out(&mut self, d: &Delivery, out: &mut Outbox<'_>) -> u64 {
+        self.stamp += 1;
+        let stamp = self.stamp;
+        let clients = &mut self.clients;
+        let mut delivered = 0;
+        self.index.for_each_match(&d.topic, |conn| {
+            let Some(Some(Client::Subscriber(sub))) = clients.get_mut(conn.0) else {
+                return;
+            };
+            if sub.stamp == stamp {
+                return;
+            }
+            sub.stamp = stamp;
+            if !sub.floors.is_empty() {
+                if let Some(&floor) = sub.floors.get(&d.topic_id) {
+                    if d.seq <= floor {
+                        return; // already sent as the snapshot
+                    }
+                    sub.floors.remove(&d.topic_id);
+                }
+            }
+            if out.send_keyed(conn, d.topic_id, &d.frame) {
+                delivered += 1;
+            }
+        });
+        delivered
+    }
+}
+
+/// The patterns in the order given, each once.
+fn dedup(patterns: Vec<String>) -> Vec<String> {
+    let mut seen = HashSet::with_capacity(patterns.len());
+    patterns
+        .into_iter()
+        .filter(|p| seen.insert(p.clone()))
+        .collect()
+}
+
+/// Every pattern valid, or an `invalid_topic` error naming the first bad one.
+fn check_patterns(patterns: &[String], id: Option<String>) -> Result<Option<String>, ClientError> {
+    match patterns
+        .iter()
+        .find_map(|p| topic::validate_pattern(p).err())
+    {
+        Some(msg) => Err(ClientError::new(ErrorCode::InvalidTopic, msg, id)),
+        None => Ok(id),
+    }
+}

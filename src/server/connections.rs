@@ -1,0 +1,313 @@
+//! A worker's connections: the `Slab` they live in, and every change of their state that the
+//! loop, the dispatcher, the timers and the handler (through [`super::Outbox`]) can ask for:
+//! queueing bytes, answering requests, closing, failing, draining, writing, removing.
+
+use std::mem;
+use std::net::Shutdown;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+use slab::Slab;
+
+use super::conn::{Conn, Phase};
+use super::outbound::{Frame, FrameTable};
+use super::stats::EngineCounters;
+use super::{Response, ServerConfig, Shared};
+use crate::ws::close::build_payload;
+use crate::ws::frame::{encode_server_frame, OpCode};
+use crate::ws::{CloseCode, ProtocolError};
+
+pub(crate) struct Connections {
+    pub conns: Slab<Conn>,
+    pub config: ServerConfig,
+    pub shared: Arc<Shared>,
+    /// Connections written to this turn, flushed once at its end.
+    touched: Vec<usize>,
+    /// Connections to read (or hand on what they have read) again next turn: stopped early by
+    /// the read budget, unpaused, or answered.
+    pub resume: Vec<usize>,
+    /// Connections the handler knew that are gone for it; it hears `on_close` for each.
+    pub closed: Vec<usize>,
+    /// The shared frames the connections' queues point at.
+    pub frames: FrameTable,
+    pub now: Instant,
+    /// Shutdown has begun: answers end their connection.
+    pub stopping: bool,
+}
+
+impl Connections {
+    pub fn new(config: ServerConfig, shared: Arc<Shared>) -> Self {
+        Connections {
+            conns: Slab::new(),
+            config,
+            shared,
+            touched: Vec::new(),
+            resume: Vec::new(),
+            closed: Vec::new(),
+            frames: FrameTable::default(),
+            now: Instant::now(),
+            stopping: false,
+        }
+    }
+
+    pub fn count(&self, counter: impl Fn(&EngineCounters) -> &AtomicU64) {
+        EngineCounters::add(counter(&self.shared.stats), 1);
+    }
+
+    pub fn is_open(&self, id: usize) -> bool {
+        self.conns.get(id).is_some_and(Conn::is_open)
+    }
+
+    pub fn with_conn(&mut self, id: usize, f: impl FnOnce(&mut Conn)) {
+        if let Some(c) = self.conns.get_mut(id) {
+            f(c);
+        }
+    }
+
+    /// Puts the connection on this turn's flush list.
+    pub fn touch(&mut self, id: usize) {
+        if let Some(c) = self.conns.get_mut(id) {
+            if !c.touched {
+                c.touched = true;
+                self.touched.push(id);
+            }
+        }
+    }
+
+    pub fn push_owned(&mut self, id: usize, bytes: Vec<u8>) {
+        let now = self.now;
+        self.with_conn(id, |c| {
+            if c.out.len_bytes() == 0 {
+                c.last_progress = now;
+            }
+            c.out.push_owned(bytes)
+        });
+        self.after_push(id);
+    }
+
+    /// Queues a shared frame, or holds it (latest per key) while the connection is behind.
+    pub fn push_keyed(&mut self, id: usize, key: u64, frame: &Frame) -> bool {
+        let Some(c) = self.conns.get_mut(id).filter(|c| c.is_open()) else {
+            return false;
+        };
+        if c.held.is_none() && c.out.len_bytes() <= self.config.conflate_above_bytes {
+            if c.out.len_bytes() == 0 {
+                c.last_progress = self.now;
+            }
+            c.out.push_shared(frame, &mut self.frames);
+        } else if c.held.get_or_insert_with(Default::default).hold(key, frame) {
+            self.count(|s| &s.frames_conflated);
+        }
+        self.after_push(id);
+        true
+    }
+
+    /// Enforces the outbound limits after something was queued.
+    pub fn after_push(&mut self, id: usize) {
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        if !c.touched {
+            c.touched = true;
+            self.touched.push(id);
+        }
+        let pending = c.queued_bytes() + c.held.as_ref().map_or(0, |h| h.cost());
+        if pending > self.config.max_outbound_bytes && c.is_open() {
+            self.close_slow(id, "slow consumer: too much unread output");
+        } else if c.out.len_bytes() > self.config.read_pause_bytes {
+            c.paused_by_output = true;
+        }
+    }
+
+    /// Closes a connection that does not read its output with 1008. What waits will never be
+    /// wanted: keep the stream valid (a half-written frame), drop the rest, and say why.
+    pub fn close_slow(&mut self, id: usize, reason: &str) {
+        if let Some(c) = self.conns.get_mut(id) {
+            c.out.discard_unstarted(&mut self.frames);
+            c.held = None;
+        }
+        self.count(|s| &s.slow_consumers_closed);
+        self.close(id, CloseCode::POLICY, reason);
+    }
+
+    /// The handler must no longer use this connection.
+    fn forget(&mut self, id: usize) {
+        if let Some(c) = self.conns.get_mut(id) {
+            if mem::take(&mut c.known) {
+                self.closed.push(id);
+            }
+        }
+    }
+
+    /// Server-initiated close: send a close frame, wait for the peer's.
+    pub fn close(&mut self, id: usize, code: CloseCode, reason: &str) {
+        if !self.is_open(id) {
+            return;
+        }
+        self.forget(id);
+        let frame = encode_server_frame(OpCode::Close, &build_payload(code, reason));
+        let deadline = self.now + self.config.close_timeout;
+        self.with_conn(id, |c| {
+            c.out.push_owned(frame);
+            c.begin_closing(deadline);
+        });
+        self.touch(id);
+    }
+
+    /// _Fail the WebSocket Connection_ (RFC 6455 7.1.7): send the close code, then close the
+    /// TCP connection without waiting for the peer's close frame.
+    pub fn fail(&mut self, id: usize, err: ProtocolError) {
+        self.count(|s| &s.protocol_errors);
+        let was_open = self.is_open(id);
+        self.forget(id);
+        let frame = was_open
+            .then(|| encode_server_frame(OpCode::Close, &build_payload(err.code, err.reason())));
+        self.drain_with(id, frame);
+    }
+
+    /// The peer's close frame arrived: answer it (echoing its code) unless we started.
+    pub fn on_peer_close(&mut self, id: usize, close: Option<(CloseCode, String)>) {
+        let was_open = self.is_open(id);
+        self.forget(id);
+        let reply = was_open.then(|| {
+            let payload = close
+                .map(|(code, _)| build_payload(code, ""))
+                .unwrap_or_default();
+            encode_server_frame(OpCode::Close, &payload)
+        });
+        self.drain_with(id, reply);
+    }
+
+    /// Answers an HTTP request. Unless `keep_alive` (and the response and the connection's
+    /// request count allow it), the connection ends after the answer. Returns whether it stays.
+    pub fn answer(&mut self, id: usize, response: &Response, keep_alive: bool) -> bool {
+        let (max, idle, stopping) = (
+            self.config.http_max_requests,
+            self.config.http_idle_timeout,
+            self.stopping,
+        );
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(id) else {
+            return false;
+        };
+        let Phase::Http(h) = &mut c.phase else {
+            return false;
+        };
+        h.served += 1;
+        let keep = keep_alive && !stopping && !response.ends_connection() && h.served < max;
+        let bytes = response.encode(keep);
+        if keep {
+            h.waiting = false;
+            h.expect = None;
+            h.idle = true;
+            h.deadline = now + idle;
+            if c.out.len_bytes() == 0 {
+                c.last_progress = now;
+            }
+            c.out.push_owned(bytes);
+            // Pipelined requests may be waiting in the input, and reading stopped meanwhile.
+            self.resume.push(id);
+            self.after_push(id);
+        } else {
+            self.drain_with(id, Some(bytes));
+        }
+        keep
+    }
+
+    /// Refuses a request the engine will not hand on, counted, and ends the connection.
+    pub fn refuse(&mut self, id: usize, response: &Response) {
+        self.count(|s| &s.handshake_errors);
+        self.drain_with(id, Some(response.encode(false)));
+    }
+
+    /// Queues the last bytes for this connection; once written, our side is shut down.
+    pub fn drain_with(&mut self, id: usize, last: Option<Vec<u8>>) {
+        self.forget(id);
+        let deadline = self.now + self.config.close_timeout;
+        self.with_conn(id, |c| {
+            if let Some(bytes) = last {
+                c.out.push_owned(bytes);
+            }
+            c.held = None;
+            c.drain(deadline);
+        });
+        self.touch(id);
+    }
+
+    /// Drops the connection at once (the socket closes with it).
+    pub fn remove(&mut self, id: usize) {
+        self.forget(id);
+        if let Some(mut c) = self.conns.try_remove(id) {
+            c.out.release_all(&mut self.frames);
+            if let Some(n) = self.shared.connections.get(c.listener) {
+                n.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Writes what is queued, then what conflation held back as room frees up. Called at the
+    /// end of a turn, on writable events, and by the stall check.
+    pub fn flush(&mut self, id: usize) {
+        let pause_below = self.config.read_pause_bytes;
+        let refill_below = self.config.conflate_above_bytes / 2;
+        let refill_to = self.config.conflate_above_bytes;
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        let before = c.out.len_bytes();
+        let mut result = c.out.write_to(&mut c.socket, &mut self.frames);
+        if c.out.len_bytes() < before {
+            c.last_progress = self.now;
+        }
+        // Caught up enough: the held-back latest frames go out, a queue's worth at a time.
+        while result.is_ok() && c.out.len_bytes() <= refill_below {
+            let Some(held) = c.held.as_mut() else { break };
+            while c.out.len_bytes() < refill_to {
+                match held.pop() {
+                    Some(frame) => c.out.push_shared(&frame, &mut self.frames),
+                    None => break,
+                }
+            }
+            if held.is_empty() {
+                c.held = None;
+            }
+            let before = c.out.len_bytes();
+            result = c.out.write_to(&mut c.socket, &mut self.frames);
+            if c.out.len_bytes() < before {
+                c.last_progress = self.now;
+            } else {
+                break;
+            }
+        }
+        match result {
+            Ok(done) => {
+                if done && matches!(c.phase, Phase::Draining { .. }) {
+                    let _ = c.socket.shutdown(Shutdown::Write);
+                    c.phase = Phase::Lingering {
+                        deadline: self.now + self.config.close_timeout,
+                    };
+                    // Input may have been waiting while we drained: no new edge will tell us.
+                    self.resume.push(id);
+                }
+                if c.paused_by_output && c.out.len_bytes() <= pause_below {
+                    c.paused_by_output = false;
+                    self.resume.push(id);
+                }
+            }
+            Err(_) => self.remove(id),
+        }
+    }
+
+    pub fn flush_touched(&mut self) {
+        let mut list = mem::take(&mut self.touched);
+        for &id in &list {
+            if let Some(c) = self.conns.get_mut(id) {
+                c.touched = false;
+                self.flush(id);
+            }
+        }
+        list.clear();
+        self.touched = list;
+    }
+}

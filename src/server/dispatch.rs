@@ -1,0 +1,262 @@
+//! Bytes read from a connection, handed on: HTTP requests (one after another on a keep-alive
+//! connection, pipelined ones in order), the WebSocket upgrade, and then frames, as whole
+//! messages for the handler and control frames answered here.
+
+use std::mem;
+
+use super::conn::Phase;
+use super::connections::Connections;
+use super::{ConnId, Handler, Message, Outbox, Response, Route};
+use crate::http::{self, HttpError};
+use crate::ws::frame::{encode_server_frame, OpCode};
+use crate::ws::handshake;
+use crate::ws::Incoming;
+
+/// Hands freshly read bytes (or none, to retry what is buffered) to the connection's current
+/// phase, keeping what it could not take yet for later.
+pub(crate) fn consume<H: Handler>(
+    conns: &mut Connections,
+    handler: &mut H,
+    id: usize,
+    data: &[u8],
+) {
+    let Some(c) = conns.conns.get_mut(id) else {
+        return;
+    };
+    if c.inbuf.is_empty() {
+        let used = process(conns, handler, id, data);
+        if used < data.len() {
+            conns.with_conn(id, |c| c.inbuf.extend_from_slice(&data[used..]));
+        }
+    } else {
+        let mut buf = mem::take(&mut c.inbuf);
+        buf.extend_from_slice(data);
+        let used = process(conns, handler, id, &buf);
+        buf.drain(..used);
+        if !buf.is_empty() {
+            conns.with_conn(id, |c| c.inbuf = buf);
+        }
+    }
+}
+
+/// Returns how many bytes of `data` were used.
+fn process<H: Handler>(conns: &mut Connections, handler: &mut H, id: usize, data: &[u8]) -> usize {
+    match conns.conns.get(id).map(|c| &c.phase) {
+        Some(Phase::Http(_)) => process_http(conns, handler, id, data),
+        Some(Phase::Open(_) | Phase::Closing { .. }) => process_frames(conns, handler, id, data),
+        // Draining or lingering: whatever comes now is discarded.
+        _ => data.len(),
+    }
+}
+
+/// Requests, one after another, until one is incomplete, deferred by the handler, or ends the
+/// connection (an upgrade moves on to frames).
+fn process_http<H: Handler>(
+    conns: &mut Connections,
+    handler: &mut H,
+    id: usize,
+    data: &[u8],
+) -> usize {
+    let max_body = conns.config.max_request_body;
+    let handshake_timeout = conns.config.handshake_timeout;
+    let now = conns.now;
+    let mut pos = 0;
+    loop {
+        let Some(c) = conns.conns.get_mut(id) else {
+            return data.len();
+        };
+        if !c.may_dispatch() {
+            return pos;
+        }
+        let Phase::Http(h) = &mut c.phase else {
+            // Upgraded while handling the previous request: the rest is frames.
+            return pos + process_frames(conns, handler, id, &data[pos..]);
+        };
+        let input = &data[pos..];
+        if input.is_empty() {
+            return pos;
+        }
+        if h.idle {
+            // The first byte of the next request: it has the handshake timeout to arrive whole.
+            h.idle = false;
+            h.deadline = now + handshake_timeout;
+        }
+        if h.expect.is_some_and(|n| input.len() < n) {
+            return pos; // the body is still arriving; its head was checked already
+        }
+        let listener = c.listener;
+        let (req, head_len) = match http::parse(input) {
+            Ok(http::Status::Partial) => return pos,
+            Ok(http::Status::Complete(req, n)) => (req, n),
+            Err(e) => {
+                conns.refuse(id, &e.response());
+                return data.len();
+            }
+        };
+        if req.wants_websocket() {
+            return pos + upgrade(conns, handler, id, listener, &req, head_len, input);
+        }
+        let body_len = match req.body_length() {
+            Ok(n) if n > max_body => Err(HttpError::BodyTooLarge {
+                size: n,
+                max: max_body,
+            }),
+            other => other,
+        };
+        let body_len = match body_len {
+            Ok(n) => n,
+            Err(e) => {
+                conns.refuse(id, &e.response());
+                return data.len();
+            }
+        };
+        let total = head_len + body_len;
+        if input.len() < total {
+            conns.with_conn(id, |c| {
+                if let Phase::Http(h) = &mut c.phase {
+                    h.expect = Some(total);
+                }
+            });
+            return pos;
+        }
+        conns.count(|s| &s.http_requests);
+        let keep_alive = req.keep_alive();
+        let route = handler.on_request(ConnId(id), listener, &req, &input[head_len..total]);
+        pos += total;
+        match route {
+            Route::Http(resp) => {
+                if !conns.answer(id, &resp, keep_alive) {
+                    return data.len();
+                }
+            }
+            Route::Later => {
+                conns.with_conn(id, |c| {
+                    c.known = true;
+                    if let Phase::Http(h) = &mut c.phase {
+                        h.waiting = true;
+                        h.keep_alive = keep_alive;
+                        h.expect = None;
+                    }
+                });
+                return pos;
+            }
+            Route::WebSocket { .. } => {
+                let resp = Response::text(
+                    426,
+                    "this endpoint speaks WebSocket: send an upgrade request",
+                )
+                .with_header("Upgrade", "websocket")
+                .with_header("Sec-WebSocket-Version", "13");
+                conns.count(|s| &s.handshake_errors);
+                conns.answer(id, &resp, false);
+                return data.len();
+            }
+        }
+    }
+}
+
+/// An upgrade request: checked here, then routed by the handler. Returns the bytes used.
+fn upgrade<H: Handler>(
+    conns: &mut Connections,
+    handler: &mut H,
+    id: usize,
+    listener: usize,
+    req: &http::Request<'_>,
+    head_len: usize,
+    input: &[u8],
+) -> usize {
+    let accept = match handshake::validate_upgrade(req) {
+        Ok(a) => a,
+        Err(e) => {
+            conns.refuse(id, &e.response());
+            return input.len();
+        }
+    };
+    match handler.on_request(ConnId(id), listener, req, &[]) {
+        Route::Http(resp) => {
+            conns.answer(id, &resp, false);
+            input.len()
+        }
+        Route::Later => {
+            let resp = Response::text(500, "the server cannot defer a WebSocket upgrade");
+            conns.answer(id, &resp, false);
+            input.len()
+        }
+        Route::WebSocket { protocol, limits } => {
+            // Only a protocol the client offered may be answered.
+            let protocol = protocol.filter(|p| handshake::offered_protocols(req).any(|o| o == p));
+            let limits = limits.unwrap_or(conns.config.limits);
+            let now = conns.now;
+            conns.with_conn(id, |c| {
+                c.open(crate::ws::WsContext::new(limits), now);
+                c.out
+                    .push_owned(handshake::response_101(&accept, protocol.as_deref()));
+            });
+            conns.touch(id);
+            handler.on_open(ConnId(id), listener, req, &mut Outbox { conns });
+            // A client may send frames right behind its handshake.
+            head_len + process_frames(conns, handler, id, &input[head_len..])
+        }
+    }
+}
+
+/// Frames, until the input ends in the middle of a header, the handler pauses the connection,
+/// or the connection stops reading frames.
+fn process_frames<H: Handler>(
+    conns: &mut Connections,
+    handler: &mut H,
+    id: usize,
+    data: &[u8],
+) -> usize {
+    let mut pos = 0;
+    loop {
+        let Some(c) = conns.conns.get_mut(id) else {
+            return data.len();
+        };
+        if c.paused_by_handler {
+            return pos;
+        }
+        let Some(ws) = c.ws_mut() else {
+            return data.len();
+        };
+        match ws.read(&data[pos..]) {
+            Err(e) => {
+                conns.fail(id, e);
+                return data.len();
+            }
+            Ok((n, None)) => return pos + n,
+            Ok((n, Some(event))) => {
+                pos += n;
+                on_event(conns, handler, id, event);
+            }
+        }
+    }
+}
+
+fn on_event<H: Handler>(conns: &mut Connections, handler: &mut H, id: usize, event: Incoming) {
+    let open = conns.is_open(id);
+    match event {
+        // While closing, data is discarded: we already said goodbye.
+        Incoming::Text(s) if open => {
+            handler.on_message(ConnId(id), Message::Text(s), &mut Outbox { conns })
+        }
+        Incoming::Binary(b) if open => {
+            handler.on_message(ConnId(id), Message::Binary(b), &mut Outbox { conns })
+        }
+        // "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame in response ... with
+        // identical Application data".
+        Incoming::Ping(payload) if open => {
+            let limit = conns.config.max_pings_per_sec;
+            let now = conns.now;
+            let count = conns.conns.get_mut(id).map_or(0, |c| c.count_ping(now));
+            if count <= limit {
+                conns.push_owned(id, encode_server_frame(OpCode::Pong, &payload));
+            } else if count > limit.saturating_mul(2) {
+                conns.count(|s| &s.abuse_closed);
+                conns.close(id, crate::ws::CloseCode::POLICY, "ping flood");
+            }
+        }
+        Incoming::Close(close) => conns.on_peer_close(id, close),
+        _ => {}
+    }
+}
