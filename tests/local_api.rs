@@ -82,11 +82,17 @@ fn a_batch_is_all_or_nothing() {
     assert_eq!(sub.next()["data"], json!({"x": 2}));
     // Refused lines are counted like any other refused publication.
     assert_eq!(
-        b::metric(&broker, "tickwire_publish_rejected_total{reason=\"invalid_topic\"}"),
+        b::metric(
+            &broker,
+            "tickwire_publish_rejected_total{reason=\"invalid_topic\"}"
+        ),
         1
     );
     assert_eq!(
-        b::metric(&broker, "tickwire_publish_rejected_total{reason=\"invalid_payload\"}"),
+        b::metric(
+            &broker,
+            "tickwire_publish_rejected_total{reason=\"invalid_payload\"}"
+        ),
         1
     );
 }
