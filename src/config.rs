@@ -3,17 +3,21 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Everything a broker can be told. Every field has a default ([`Config::default`]); the
-/// `tickwire` binary fills it from flags and a TOML file with the same names.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// `tickwire` binary fills it from flags and a TOML file whose keys are the flags' names in
+/// snake_case (`--max-payload` is `max_payload`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Config {
     /// Public listener: the quote board page at `/` and WebSocket subscribers at `/ws`.
+    /// `IP:PORT` or `HOST:PORT` in a config file.
+    #[serde(with = "addr")]
     pub listen: SocketAddr,
-    /// Local listener: publishing, metrics, health, topics. `None` disables it.
+    /// Local listener: publishing, metrics, health, topics. `None` ("off") disables it.
+    #[serde(with = "optional_addr")]
     pub local_listen: Option<SocketAddr>,
     /// Worker threads; 0 means one per available core.
     pub workers: usize,
@@ -49,23 +53,28 @@ pub struct Config {
     pub outbound_soft_limit: usize,
     /// Bytes waiting for a subscriber past which it is closed with 1008.
     pub outbound_hard_limit: usize,
-    /// How long a subscriber's output may wait with nothing read before it is closed with 1008.
+    /// How long a subscriber's output may wait with the socket taking none of it before it is
+    /// closed with 1008 (a subscriber that reads, however slowly, is not closed).
     #[serde(with = "secs")]
     pub slow_consumer_timeout: Duration,
     /// Publications waiting per worker before publishing answers "queue full".
     pub publish_queue: usize,
     /// Bearer token required by the local listener, if set.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub publish_token: Option<String>,
-    /// Origins allowed to open WebSockets on the public listener; empty allows any.
+    /// Origins allowed to open WebSockets on the public listener; empty allows any. With a
+    /// list, a request without an `Origin` header is refused too (browsers always send one).
+    #[serde(rename = "allowed_origin", alias = "allowed_origins")]
     pub allowed_origins: Vec<String>,
     /// Requests (subscribe, unsubscribe, ping) a subscriber may send per second; past it they
-    /// are refused with a `rate_limited` error, and at twice the rate it is closed with 1008.
+    /// are refused with a `rate_limited` error, and past twice the rate it is closed with 1008.
     pub max_requests_per_sec: u32,
-    /// WebSocket pings a client may send per second; past it they are not answered, and at
+    /// WebSocket pings a client may send per second; past it they are not answered, and past
     /// twice the rate it is closed with 1008.
     pub max_pings_per_sec: u32,
     /// Redis URL (`redis://[:password@]host:port[/db]`) through which several nodes share one
     /// feed; `None` (the default) keeps everything in this process. Needs the `redis` feature.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<String>,
     /// Names this feed in Redis: channels `<prefix>:<topic>`, hashes `<prefix>:seq` and
     /// `<prefix>:last`. Nodes with the same prefix share a feed. ASCII letters, digits, `_`,
@@ -117,25 +126,7 @@ impl Config {
                 ));
             }
         }
-        let positive = [
-            ("max_connections", self.max_connections),
-            ("max_client_message", self.max_client_message),
-            ("max_payload", self.max_payload),
-            ("max_subscriptions", self.max_subscriptions),
-            ("publish_queue", self.publish_queue),
-            ("outbound_hard_limit", self.outbound_hard_limit),
-            ("max_requests_per_sec", self.max_requests_per_sec as usize),
-            ("max_pings_per_sec", self.max_pings_per_sec as usize),
-            ("max_topics", self.max_topics),
-            ("max_json_depth", self.max_json_depth),
-            ("max_request_body", self.max_request_body),
-            ("http_max_requests", self.http_max_requests as usize),
-        ];
-        for (name, value) in positive {
-            if value == 0 {
-                return Err(format!("{name} must be at least 1"));
-            }
-        }
+        self.check_bounds()?;
         if self.outbound_soft_limit >= self.outbound_hard_limit {
             return Err(format!(
                 "outbound_soft_limit ({}) must be below outbound_hard_limit ({})",
@@ -143,7 +134,17 @@ impl Config {
             ));
         }
         if self.pong_timeout <= self.ping_interval {
-            return Err("pong_timeout must be longer than ping_interval".to_owned());
+            return Err(format!(
+                "pong_timeout ({:?}) must be longer than ping_interval ({:?})",
+                self.pong_timeout, self.ping_interval
+            ));
+        }
+        if self.max_payload > self.max_request_body {
+            return Err(format!(
+                "max_payload ({}) must be at most max_request_body ({}): a payload is published \
+                 as a request body",
+                self.max_payload, self.max_request_body
+            ));
         }
         self.validate_redis()
     }
@@ -168,6 +169,68 @@ impl Config {
         }
     }
 
+    /// Every number within its bounds, each with the reason for it.
+    fn check_bounds(&self) -> Result<(), String> {
+        const KIB: u64 = 1024;
+        const MIB: u64 = 1024 * KIB;
+        const GIB: u64 = 1024 * MIB;
+        let n = |v: usize| v as u64;
+        let counts = [
+            ("workers", n(self.workers), 0, n(max_workers()), "4 per core: more only adds threads competing for the same cores; 0 is one per core"),
+            ("max_connections", n(self.max_connections), 1, 10_000_000, "each is a file descriptor and some memory"),
+            ("max_client_message", n(self.max_client_message), 125, 64 * MIB, "subscribers send small requests; 125 bytes fits a control frame"),
+            ("max_payload", n(self.max_payload), 1, 64 * MIB, "every subscriber's frame holds one"),
+            ("max_subscriptions", n(self.max_subscriptions), 1, 1_000_000, "per connection"),
+            ("max_snapshot_topics", n(self.max_snapshot_topics), 0, 1_000_000, "per subscribe request; 0 sends no wildcard snapshots"),
+            ("max_topics", n(self.max_topics), 1, 1_000_000_000, "each keeps its last value in memory"),
+            ("max_json_depth", n(self.max_json_depth), 1, 512, "browsers and JSON libraries recurse per level"),
+            ("max_request_body", n(self.max_request_body), KIB, GIB, "a body is held in memory until it is complete"),
+            ("http_max_requests", u64::from(self.http_max_requests), 1, u64::from(u32::MAX), "per connection"),
+            ("outbound_soft_limit", n(self.outbound_soft_limit), KIB, GIB, "bytes queued per connection"),
+            ("outbound_hard_limit", n(self.outbound_hard_limit), 2 * KIB, 4 * GIB, "bytes queued per connection"),
+            ("publish_queue", n(self.publish_queue), 1, 16 * MIB, "publications held per worker"),
+            ("max_requests_per_sec", u64::from(self.max_requests_per_sec), 1, 1_000_000, "per connection"),
+            ("max_pings_per_sec", u64::from(self.max_pings_per_sec), 1, 1_000_000, "per connection"),
+        ];
+        for (name, value, min, max, why) in counts {
+            if value < min || value > max {
+                return Err(format!(
+                    "{name} is {value}: it must be from {min} to {max} ({why})"
+                ));
+            }
+        }
+        let ms = Duration::from_millis;
+        let hour = Duration::from_secs(3600);
+        let durations = [
+            ("handshake_timeout", self.handshake_timeout, ms(10), hour),
+            (
+                "http_idle_timeout",
+                self.http_idle_timeout,
+                ms(10),
+                24 * hour,
+            ),
+            ("ping_interval", self.ping_interval, ms(10), 24 * hour),
+            ("pong_timeout", self.pong_timeout, ms(20), 48 * hour),
+            (
+                "slow_consumer_timeout",
+                self.slow_consumer_timeout,
+                ms(10),
+                24 * hour,
+            ),
+        ];
+        for (name, value, min, max) in durations {
+            if value < min || value > max {
+                return Err(format!(
+                    "{name} is {} s: it must be from {} s to {} s",
+                    value.as_secs_f64(),
+                    min.as_secs_f64(),
+                    max.as_secs_f64()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Worker threads to start.
     pub fn worker_count(&self) -> usize {
         if self.workers == 0 {
@@ -175,6 +238,32 @@ impl Config {
         } else {
             self.workers
         }
+    }
+}
+
+/// The most workers allowed: 4 per core (at least 4).
+pub fn max_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .saturating_mul(4)
+        .max(4)
+}
+
+/// Resolves `IP:PORT` or `HOST:PORT` (the first address the name resolves to).
+pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = text.parse() {
+        return Ok(a);
+    }
+    let expected = "expected IP:PORT or HOST:PORT, e.g. 127.0.0.1:8080 or localhost:8080";
+    if !text.contains(':') {
+        return Err(format!("'{text}' has no port: {expected}"));
+    }
+    match text.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("'{text}' resolves to no address: {expected}")),
+        Err(e) => Err(format!("'{text}': {e}: {expected}")),
     }
 }
 
@@ -195,12 +284,55 @@ pub fn redact_url(url: &str) -> String {
 
 /// Durations in config files are whole or fractional seconds.
 mod secs {
-    use serde::{Deserialize, Deserializer};
+    use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = f64::deserialize(d)?;
-        Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom)
+        Duration::try_from_secs_f64(s)
+            .map_err(|_| serde::de::Error::custom(format!("{s} is not a number of seconds from 0")))
+    }
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+/// Addresses in config files are `IP:PORT` or `HOST:PORT`.
+mod addr {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::net::SocketAddr;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse_addr(&text).map_err(serde::de::Error::custom)
+    }
+
+    pub fn serialize<S: Serializer>(a: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(a)
+    }
+}
+
+/// An address, or `"off"` for none.
+mod optional_addr {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::net::SocketAddr;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            "off" | "none" => Ok(None),
+            _ => super::parse_addr(&text)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(a: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match a {
+            Some(a) => s.collect_str(a),
+            None => s.serialize_str("off"),
+        }
     }
 }
 
@@ -254,6 +386,47 @@ mod tests {
         let err = c.validate().unwrap_err();
         assert!(err.contains("without the `redis` feature"), "{err}");
         assert!(!err.contains("pw"), "{err}");
+    }
+
+    #[test]
+    fn numbers_out_of_bounds_are_refused_naming_the_setting() {
+        type Change = fn(&mut Config);
+        let cases: [(&str, Change); 6] = [
+            ("workers", |c| c.workers = 100_000),
+            ("max_connections", |c| c.max_connections = 0),
+            ("max_payload", |c| c.max_payload = 0),
+            ("handshake_timeout", |c| {
+                c.handshake_timeout = Duration::ZERO
+            }),
+            ("max_json_depth", |c| c.max_json_depth = 100_000),
+            ("outbound_hard_limit", |c| {
+                c.outbound_hard_limit = usize::MAX
+            }),
+        ];
+        for (name, change) in cases {
+            let mut c = Config::default();
+            change(&mut c);
+            let err = c.validate().unwrap_err();
+            assert!(err.starts_with(name), "{name}: {err}");
+        }
+        let c = Config {
+            workers: max_workers(),
+            ..Config::default()
+        };
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn addresses_may_be_host_names() {
+        assert_eq!(
+            parse_addr("127.0.0.1:80").unwrap(),
+            "127.0.0.1:80".parse::<SocketAddr>().unwrap()
+        );
+        assert!(parse_addr("localhost:8090").unwrap().ip().is_loopback());
+        let err = parse_addr("localhost").unwrap_err();
+        assert!(err.contains("IP:PORT or HOST:PORT"), "{err}");
+        let err = parse_addr("no such host.invalid:80").unwrap_err();
+        assert!(err.contains("IP:PORT or HOST:PORT"), "{err}");
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! - No Rust panic crosses the boundary: it becomes `TW_ERR_INTERNAL`.
 //! - Nothing returned must be freed with anything but a `tw_*_free` function.
 #![allow(non_camel_case_types)]
+// The C boundary is the one place raw pointers come in: the crate denies unsafe code elsewhere.
+#![allow(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::cell::RefCell;
@@ -303,12 +305,8 @@ unsafe fn start(c: &tw_config) -> Result<tw_broker, tw_status> {
     let addr = |ptr: *const c_char, what: &str| -> Result<SocketAddr, tw_status> {
         // SAFETY: forwarded from the caller's promise.
         let text = unsafe { c_str(ptr, what) }?;
-        text.parse().map_err(|e| {
-            fail(
-                tw_status::TW_ERR_CONFIG,
-                format!("{what} '{text}' is not host:port: {e}"),
-            )
-        })
+        crate::config::parse_addr(text)
+            .map_err(|e| fail(tw_status::TW_ERR_CONFIG, format!("{what} {e}")))
     };
     let mut config = Config {
         listen: addr(c.listen, "listen")?,

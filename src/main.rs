@@ -1,38 +1,45 @@
-//! The `tickwire` command: flags and a TOML config file into a [`Config`], logging, signals,
-//! the `--demo` feed, and a graceful stop on SIGINT/SIGTERM.
+//! The `tickwire` command: settings from flags and a TOML file, logging, signals, the `--demo`
+//! feed, and a graceful stop on SIGINT/SIGTERM.
+//!
+//! Every flag but `--config` is also a key of the config file, with the same name in
+//! snake_case (`--max-payload` is `max_payload`), and every key is a flag: the flags are turned
+//! into keys and laid over the file, then the whole is read as one [`Config`]. A unit test
+//! checks that the two lists match.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use clap::Parser;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
+use signal_hook::consts::{SIGINT, SIGTERM};
 use tickwire::{Broker, Config};
 
 /// A WebSocket pub/sub broker for live market data.
 ///
-/// Flags override the config file; the config file overrides the defaults shown here.
+/// Flags override the config file; the config file overrides the defaults shown here. Every
+/// flag but --config is also a config file key, in snake_case (durations in seconds).
 #[derive(Debug, Parser)]
-#[command(name = "tickwire", version)]
+#[command(name = "tickwire", version, allow_negative_numbers = true)]
 struct Cli {
-    /// TOML file with any of the settings below (snake_case names, durations in seconds).
+    /// TOML file with any of the settings below, as `snake_case_name = value`.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Public listener: the quote board at / and subscribers at /ws [default: 127.0.0.1:8080]
+    /// Public listener, IP:PORT or HOST:PORT: the quote board at / and subscribers at /ws
+    /// [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR")]
-    listen: Option<SocketAddr>,
+    listen: Option<String>,
     /// Local listener for publishing, /metrics, /healthz, /topics; "off" to disable
     /// [default: 127.0.0.1:8081]
     #[arg(long, value_name = "ADDR|off")]
     local_listen: Option<String>,
-    /// Worker threads [default: one per core]
+    /// Worker threads; 0 is one per core; at most 4 per core [default: 0]
     #[arg(long, value_name = "N")]
-    workers: Option<usize>,
-    /// Open connections at most [default: 100000]
+    workers: Option<String>,
+    /// Open connections per listener (the public one also stays under the open-file limit,
+    /// keeping 1024 descriptors for the local API and Redis) [default: 100000]
     #[arg(long, value_name = "N")]
-    max_connections: Option<usize>,
+    max_connections: Option<String>,
     /// Token the local listener requires as `Authorization: Bearer TOKEN` (required when it is
     /// not on a loopback address)
     #[arg(
@@ -42,45 +49,65 @@ struct Cli {
         hide_env_values = true
     )]
     publish_token: Option<String>,
-    /// Origin allowed to open WebSockets (repeatable) [default: any]
-    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
-    allowed_origins: Vec<String>,
+    /// Origin allowed to open WebSockets (repeatable; with any, a request without Origin is
+    /// refused too) [default: any]
+    #[arg(long, value_name = "ORIGIN")]
+    allowed_origin: Vec<String>,
     /// Largest published payload, in bytes [default: 65536]
     #[arg(long, value_name = "BYTES")]
-    max_payload: Option<usize>,
+    max_payload: Option<String>,
     /// Largest message a subscriber may send, in bytes [default: 65536]
     #[arg(long, value_name = "BYTES")]
-    max_client_message: Option<usize>,
+    max_client_message: Option<String>,
     /// Subscriptions per connection [default: 1000]
     #[arg(long, value_name = "N")]
-    max_subscriptions: Option<usize>,
+    max_subscriptions: Option<String>,
+    /// Snapshots one subscribe request's wildcard patterns send together [default: 1000]
+    #[arg(long, value_name = "N")]
+    max_snapshot_topics: Option<String>,
+    /// Topics with a last value; publishing to a new topic past it is refused [default: 1000000]
+    #[arg(long, value_name = "N")]
+    max_topics: Option<String>,
+    /// How deep JSON may nest in payloads and client requests [default: 128]
+    #[arg(long, value_name = "N")]
+    max_json_depth: Option<String>,
+    /// Largest HTTP request body (an NDJSON batch), in bytes [default: 8388608]
+    #[arg(long, value_name = "BYTES")]
+    max_request_body: Option<String>,
+    /// Seconds a keep-alive HTTP connection may sit idle [default: 60]
+    #[arg(long, value_name = "SECS")]
+    http_idle_timeout: Option<String>,
+    /// Requests one HTTP connection may carry [default: 10000]
+    #[arg(long, value_name = "N")]
+    http_max_requests: Option<String>,
     /// Publications waiting per worker before publishing is refused [default: 65536]
     #[arg(long, value_name = "N")]
-    publish_queue: Option<usize>,
+    publish_queue: Option<String>,
     /// Bytes waiting for a subscriber before its updates are conflated [default: 262144]
     #[arg(long, value_name = "BYTES")]
-    outbound_soft_limit: Option<usize>,
+    outbound_soft_limit: Option<String>,
     /// Bytes waiting for a subscriber before it is closed with 1008 [default: 4194304]
     #[arg(long, value_name = "BYTES")]
-    outbound_hard_limit: Option<usize>,
-    /// Seconds a subscriber may leave its output unread before it is closed with 1008 [default: 30]
+    outbound_hard_limit: Option<String>,
+    /// Seconds a subscriber's output may wait with the socket taking none of it before it is
+    /// closed with 1008 [default: 30]
     #[arg(long, value_name = "SECS")]
-    slow_consumer_timeout: Option<f64>,
-    /// Requests a subscriber may send per second (refused past it, closed at twice) [default: 100]
+    slow_consumer_timeout: Option<String>,
+    /// Requests a subscriber may send per second (refused past it, closed past twice) [default: 100]
     #[arg(long, value_name = "N")]
-    max_requests_per_sec: Option<u32>,
-    /// WebSocket pings a client may send per second (closed at twice) [default: 20]
+    max_requests_per_sec: Option<String>,
+    /// WebSocket pings a client may send per second (closed past twice) [default: 20]
     #[arg(long, value_name = "N")]
-    max_pings_per_sec: Option<u32>,
-    /// Seconds a client has to complete its handshake [default: 10]
+    max_pings_per_sec: Option<String>,
+    /// Seconds a client has to send a whole request [default: 10]
     #[arg(long, value_name = "SECS")]
-    handshake_timeout: Option<f64>,
+    handshake_timeout: Option<String>,
     /// Seconds of silence before the server pings [default: 30]
     #[arg(long, value_name = "SECS")]
-    ping_interval: Option<f64>,
+    ping_interval: Option<String>,
     /// Seconds of silence before a connection is dropped [default: 60]
     #[arg(long, value_name = "SECS")]
-    pong_timeout: Option<f64>,
+    pong_timeout: Option<String>,
     /// Share one feed with other tickwire nodes through this Redis (redis://[:PASSWORD@]HOST:PORT[/DB]):
     /// publications made on any node reach the subscribers of all, with the same seqs
     /// [default: off]
@@ -99,46 +126,60 @@ struct Cli {
     #[arg(long)]
     demo: bool,
     /// error, warn, info, debug or trace [default: info]
-    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+/// What the command runs with: the broker's config and the command's own settings.
+#[derive(Debug)]
+struct Settings {
+    config: Config,
+    demo: bool,
     log_level: log::LevelFilter,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    env_logger::Builder::new()
-        .filter_level(cli.log_level)
-        .format_target(false)
-        .init();
-    let config = match build_config(&cli) {
-        Ok(c) => c,
+    let matches = Cli::command().get_matches();
+    let settings = match Cli::from_arg_matches(&matches)
+        .map_err(|e| e.to_string())
+        .and_then(|cli| settings(&cli, &matches))
+    {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("tickwire: {e}");
             return ExitCode::from(2);
         }
     };
-    raise_fd_limit(config.max_connections);
+    env_logger::Builder::new()
+        .filter_level(settings.log_level)
+        .format_target(false)
+        .init();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // A second signal while stopping exits at once.
-        let _ = signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone());
-        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
-            eprintln!("tickwire: cannot handle signal {signal}: {e}");
+    // The first SIGINT or SIGTERM stops gracefully; a second one while stopping exits at once.
+    let stopping = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        let _ = signal_hook::flag::register_conditional_shutdown(signal, 1, stopping.clone());
+        let _ = signal_hook::flag::register(signal, stopping.clone());
+    }
+    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tickwire: cannot handle signals: {e}");
             return ExitCode::FAILURE;
         }
-    }
+    };
 
-    let broker = match Broker::start(config) {
+    let broker = match Broker::start(settings.config) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("tickwire: {e}");
             return ExitCode::FAILURE;
         }
     };
-    print_banner(&broker, cli.demo);
+    print_banner(&broker, settings.demo);
 
     let demo_stop = Arc::new(AtomicBool::new(false));
-    let demo = if cli.demo {
+    let demo = if settings.demo {
         match tickwire::demo::spawn(broker.publisher(), demo_stop.clone()) {
             Ok(h) => Some(h),
             Err(e) => {
@@ -150,10 +191,12 @@ fn main() -> ExitCode {
         None
     };
 
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    log::info!("stopping: closing connections with 1001");
+    // Sleeps until a signal comes: no polling.
+    let signal = signals.forever().next();
+    log::info!(
+        "stopping on signal {}: closing connections with 1001",
+        signal.unwrap_or(0)
+    );
     demo_stop.store(true, Ordering::Relaxed);
     if let Some(h) = demo {
         let _ = h.join();
@@ -169,70 +212,116 @@ fn main() -> ExitCode {
 }
 
 /// Defaults, then the config file, then the flags.
-fn build_config(cli: &Cli) -> Result<Config, String> {
-    let mut c = match &cli.config {
+fn settings(cli: &Cli, matches: &ArgMatches) -> Result<Settings, String> {
+    let mut table = match &cli.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-            toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))?
+            text.parse::<toml::Table>()
+                .map_err(|e| format!("config file {}: {e}", path.display()))?
         }
-        None => Config::default(),
+        None => toml::Table::new(),
     };
-    let secs =
-        |name: &str, v: f64| Duration::try_from_secs_f64(v).map_err(|e| format!("--{name}: {e}"));
-    if let Some(a) = cli.listen {
-        c.listen = a;
-    }
-    if let Some(l) = &cli.local_listen {
-        c.local_listen = match l.as_str() {
-            "off" | "none" => None,
-            addr => Some(
-                addr.parse()
-                    .map_err(|e| format!("--local-listen '{addr}': {e}"))?,
-            ),
-        };
-    }
-    macro_rules! set {
-        ($($field:ident),*) => { $( if let Some(v) = cli.$field { c.$field = v; } )* };
-    }
-    set!(
-        workers,
-        max_connections,
-        max_payload,
-        max_client_message,
-        max_subscriptions,
-        publish_queue,
-        outbound_soft_limit,
-        outbound_hard_limit,
-        max_requests_per_sec,
-        max_pings_per_sec
+    let from = cli.config.as_ref().map_or_else(
+        || "flags".to_owned(),
+        |p| format!("config file {} and flags", p.display()),
     );
-    if let Some(v) = cli.slow_consumer_timeout {
-        c.slow_consumer_timeout = secs("slow-consumer-timeout", v)?;
+    for (key, value) in flag_overrides(matches)? {
+        table.insert(key, value);
     }
-    if let Some(v) = cli.handshake_timeout {
-        c.handshake_timeout = secs("handshake-timeout", v)?;
+    let demo = match table.remove("demo") {
+        Some(toml::Value::Boolean(b)) => b,
+        Some(other) => return Err(format!("demo must be true or false, not {other}")),
+        None => false,
+    };
+    let log_level = match table.remove("log_level") {
+        Some(toml::Value::String(s)) => s
+            .parse()
+            .map_err(|_| format!("log_level '{s}': expected error, warn, info, debug or trace"))?,
+        Some(other) => return Err(format!("log_level must be a string, not {other}")),
+        None => log::LevelFilter::Info,
+    };
+    let config: Config = table
+        .try_into()
+        .map_err(|e: toml::de::Error| format!("{from}: {}", e.message().trim_end()))?;
+    config.validate()?;
+    Ok(Settings {
+        config,
+        demo,
+        log_level,
+    })
+}
+
+/// The flags given on the command line (or through their environment variables), as config
+/// keys with values of the key's type (the type of its default).
+fn flag_overrides(matches: &ArgMatches) -> Result<Vec<(String, toml::Value)>, String> {
+    let defaults = toml::Table::try_from(Config::default()).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for arg in Cli::command().get_arguments() {
+        let id = arg.get_id().as_str();
+        if id == "config" || !given(matches, id) {
+            continue;
+        }
+        let key = id.to_owned();
+        let flag = format!("--{}", id.replace('_', "-"));
+        let value = if id == "demo" {
+            toml::Value::Boolean(matches.get_flag(id))
+        } else {
+            let raw: Vec<&String> = matches
+                .get_many::<String>(id)
+                .map(|v| v.collect())
+                .unwrap_or_default();
+            typed(&flag, &raw, defaults.get(id))?
+        };
+        out.push((key, value));
     }
-    if let Some(v) = cli.ping_interval {
-        c.ping_interval = secs("ping-interval", v)?;
-    }
-    if let Some(v) = cli.pong_timeout {
-        c.pong_timeout = secs("pong-timeout", v)?;
-    }
-    if cli.publish_token.is_some() {
-        c.publish_token = cli.publish_token.clone();
-    }
-    if !cli.allowed_origins.is_empty() {
-        c.allowed_origins = cli.allowed_origins.clone();
-    }
-    if let Some(url) = &cli.redis {
-        c.redis = Some(url.clone());
-    }
-    if let Some(prefix) = &cli.redis_prefix {
-        c.redis_prefix = prefix.clone();
-    }
-    c.validate()?;
-    Ok(c)
+    Ok(out)
+}
+
+fn given(matches: &ArgMatches, id: &str) -> bool {
+    use clap::parser::ValueSource;
+    matches!(
+        matches.value_source(id),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
+
+/// A flag's text as a value of the same type as the key's default.
+fn typed(
+    flag: &str,
+    raw: &[&String],
+    default: Option<&toml::Value>,
+) -> Result<toml::Value, String> {
+    use toml::Value;
+    let one = raw.last().map_or("", |s| s.as_str());
+    Ok(match default {
+        Some(Value::Integer(_)) => {
+            let n: u64 = one
+                .trim()
+                .parse()
+                .map_err(|_| format!("{flag} '{one}': expected a whole number (0 or more)"))?;
+            Value::Integer(i64::try_from(n).map_err(|_| format!("{flag} '{one}': too large"))?)
+        }
+        Some(Value::Float(_)) => {
+            let secs: f64 = one
+                .trim()
+                .parse()
+                .ok()
+                .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+                .ok_or_else(|| {
+                    format!("{flag} '{one}': expected a number of seconds (0 or more)")
+                })?;
+            Value::Float(secs)
+        }
+        Some(Value::Boolean(_)) => Value::Boolean(
+            one.parse()
+                .map_err(|_| format!("{flag} '{one}': expected true or false"))?,
+        ),
+        Some(Value::Array(_)) => {
+            Value::Array(raw.iter().map(|s| Value::String(s.to_string())).collect())
+        }
+        _ => Value::String(one.to_owned()),
+    })
 }
 
 fn print_banner(broker: &Broker, demo: bool) {
@@ -272,15 +361,86 @@ fn print_banner(broker: &Broker, demo: bool) {
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
-/// Each connection is a file descriptor: raise the soft limit toward `max_connections`.
-fn raise_fd_limit(max_connections: usize) {
-    let want = max_connections as u64 + 64;
-    match rlimit::increase_nofile_limit(want) {
-        Ok(got) if got >= want => log::debug!("open-file limit is {got}"),
-        Ok(got) => log::info!(
-            "open-file limit is {got} (the hard limit): fewer than max_connections={max_connections} \
-             connections fit; raise the hard limit (ulimit -Hn) to allow more"
-        ),
-        Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keys of the command's own, beside the broker's config.
+    const COMMAND_KEYS: [&str; 2] = ["demo", "log_level"];
+
+    /// The config's keys, read from what serde expects.
+    fn config_keys() -> Vec<String> {
+        // Every field is serialized except unset options; set them to see their names.
+        let mut c = Config::default();
+        c.publish_token = Some("t".into());
+        c.redis = Some("redis://x".into());
+        let table = toml::Table::try_from(c).expect("serializes");
+        table.keys().cloned().collect()
+    }
+
+    fn parse(args: &[&str]) -> Result<Settings, String> {
+        let mut argv = vec!["tickwire"];
+        argv.extend_from_slice(args);
+        let matches = Cli::command()
+            .try_get_matches_from(argv)
+            .map_err(|e| e.to_string())?;
+        let cli = Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
+        settings(&cli, &matches)
+    }
+
+    #[test]
+    fn every_flag_is_a_key_and_every_key_a_flag() {
+        let mut flags: Vec<String> = Cli::command()
+            .get_arguments()
+            .map(|a| a.get_id().as_str().to_owned())
+            .filter(|id| !matches!(id.as_str(), "config" | "help" | "version"))
+            .collect();
+        let mut keys = config_keys();
+        keys.extend(COMMAND_KEYS.iter().map(|k| k.to_string()));
+        flags.sort();
+        keys.sort();
+        assert_eq!(flags, keys);
+    }
+
+    #[test]
+    fn flags_override_the_file_and_are_typed_by_their_key() {
+        let dir = std::env::temp_dir().join(format!("tickwire-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "workers = 2\nmax_payload = 100\nallowed_origin = [\"https://a\"]\n\
+             log_level = \"debug\"\nmax_snapshot_topics = 7\nhandshake_timeout = 2.5\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let s = parse(&["--config", path, "--max-payload", "200", "--demo"]).unwrap();
+        assert_eq!(s.config.workers, 2);
+        assert_eq!(s.config.max_payload, 200);
+        assert_eq!(s.config.max_snapshot_topics, 7);
+        assert_eq!(s.config.allowed_origins, ["https://a"]);
+        assert_eq!(s.config.handshake_timeout.as_millis(), 2500);
+        assert_eq!(s.log_level, log::LevelFilter::Debug);
+        assert!(s.demo);
+        // The plural key of earlier versions is still read.
+        std::fs::write(&file, "allowed_origins = [\"https://b\"]\n").unwrap();
+        assert_eq!(
+            parse(&["--config", path]).unwrap().config.allowed_origins,
+            ["https://b"]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_values_say_what_is_expected() {
+        let err = |args: &[&str]| parse(args).unwrap_err();
+        assert!(err(&["--workers", "-1"]).contains("--workers '-1': expected a whole number"));
+        assert!(err(&["--workers", "100000"]).starts_with("workers is 100000"));
+        assert!(err(&["--ping-interval", "soon"]).contains("number of seconds"));
+        assert!(err(&["--listen", "nonsense"]).contains("IP:PORT or HOST:PORT"));
+        assert!(err(&["--log-level", "loud"]).contains("expected error, warn"));
+        let s = parse(&["--listen", "localhost:0", "--local-listen", "off"]).unwrap();
+        assert!(s.config.listen.ip().is_loopback());
+        assert_eq!(s.config.local_listen, None);
     }
 }

@@ -479,9 +479,11 @@ fn the_cpp_program_is_clean_under_address_sanitizer() {
     );
 }
 
-/// The README's C example, as printed, compiles and links without a warning.
+/// The README's C example, as printed, compiles and links without a warning, and runs (on a free
+/// port, so a broker already running on the default ports does not get in its way), saying
+/// where subscribers connect and what it published.
 #[test]
-fn the_readme_c_example_compiles() {
+fn the_readme_c_example_compiles_and_runs() {
     let dir = examples();
     let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
     let section = readme
@@ -510,4 +512,19 @@ fn the_readme_c_example_compiles() {
         "the README's C example does not compile:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    let run = Command::new(dir.join("readme_example"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("the example runs");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        stdout.contains("subscribers connect to ws://127.0.0.1:"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("published quotes/AAPL seq 1"), "{stdout}");
 }

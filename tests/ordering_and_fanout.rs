@@ -45,7 +45,7 @@ fn a_fast_client_sees_every_seq_in_order() {
 #[test]
 fn more_than_a_thousand_subscribers_get_exactly_their_topics() {
     // Each client is two sockets in this process (ours and the broker's).
-    let _ = rlimit::increase_nofile_limit(8192);
+    util::child::raise_fd_limit(8192);
     let broker = b::start(|_| {});
     const CLIENTS: usize = 1200;
     const TOPICS: usize = 10;

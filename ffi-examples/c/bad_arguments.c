@@ -74,14 +74,14 @@ int main(void) {
     tw_config cfg;
     tw_config_init(&cfg);
     cfg.listen = "not an address";
-    expect_no_start("bad listen address", &cfg, "not host:port");
+    expect_no_start("bad listen address", &cfg, "expected IP:PORT or HOST:PORT");
     cfg.listen = "127.0.0.1:\xc3";
     expect_no_start("non-UTF-8 listen address", &cfg, "not UTF-8");
     cfg.listen = NULL;
     expect_no_start("NULL listen address", &cfg, "listen is NULL");
     cfg.listen = "127.0.0.1:0";
     cfg.publish_queue = 0;
-    expect_no_start("a zero publish queue", &cfg, "publish_queue must be at least 1");
+    expect_no_start("a zero publish queue", &cfg, "publish_queue is 0: it must be from 1");
     tw_config_init(&cfg);
 
     /* A port another socket listens on: the broker cannot bind it (TW_ERR_IO's case). */

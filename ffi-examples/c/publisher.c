@@ -1,7 +1,7 @@
 /*
  * Starts an in-process tickwire broker and publishes a random-walk feed for a few symbols.
  *
- * Usage: publisher [SECONDS] [LISTEN] [REDIS_URL]     (defaults: 5, 127.0.0.1:8080, none)
+ * Usage: publisher [SECONDS] [LISTEN] [REDIS_URL]     (defaults: 5, 127.0.0.1:0 = any free port, none)
  * Prints "listening on ws://HOST:PORT/ws" first, publishes quotes/<SYMBOL> about 1000 times a
  * second for SECONDS, then prints the broker's counters, stops it, and prints how many clients
  * opened and closed (counted by the connection callback). The library's log lines go to stderr
@@ -56,7 +56,7 @@ static void sleep_ms(long ms) {
 
 int main(int argc, char **argv) {
     double seconds = argc > 1 ? atof(argv[1]) : 5.0;
-    const char *listen = argc > 2 ? argv[2] : "127.0.0.1:8080";
+    const char *listen = argc > 2 ? argv[2] : "127.0.0.1:0"; /* any free port */
     const char *redis = argc > 3 ? argv[3] : NULL;
 
     if (tw_set_log_callback(on_log, stderr, TW_LOG_INFO) != TW_OK) {
