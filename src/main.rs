@@ -20,7 +20,12 @@ use tickwire::{Broker, Config};
 /// Flags override the config file; the config file overrides the defaults shown here. Every
 /// flag but --config is also a config file key, in snake_case (durations in seconds).
 #[derive(Debug, Parser)]
-#[command(name = "tickwire", version, allow_negative_numbers = true)]
+#[command(
+    name = "tickwire",
+    version,
+    allow_negative_numbers = true,
+    args_override_self = true
+)]
 struct Cli {
     /// TOML file with any of the settings below, as `snake_case_name = value`.
     #[arg(long, value_name = "FILE")]

@@ -161,8 +161,13 @@ pub fn http(
 }
 
 pub fn publish(broker: &Broker, topic: &str, body: &str) -> (u16, Value) {
+    publish_at(local(broker), topic, body)
+}
+
+/// `POST /publish?topic=` to the local API at `local`; (status, JSON answer).
+pub fn publish_at(local: SocketAddr, topic: &str, body: &str) -> (u16, Value) {
     let (status, _, body) = http(
-        local(broker),
+        local,
         "POST",
         &format!("/publish?topic={topic}"),
         &[],
@@ -173,7 +178,12 @@ pub fn publish(broker: &Broker, topic: &str, body: &str) -> (u16, Value) {
 
 /// The value of a metric line (`name` with labels, exactly as printed).
 pub fn metric(broker: &Broker, name: &str) -> u64 {
-    let (status, _, text) = http(local(broker), "GET", "/metrics", &[], b"");
+    metric_at(local(broker), name)
+}
+
+/// [`metric`] from the local API at `local`.
+pub fn metric_at(local: SocketAddr, name: &str) -> u64 {
+    let (status, _, text) = http(local, "GET", "/metrics", &[], b"");
     assert_eq!(status, 200);
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))

@@ -22,12 +22,18 @@ impl Tickwire {
     /// Starts `tickwire` on free loopback ports with `args` after them (later flags win), and
     /// waits for its banner.
     pub fn start(name: &str, args: &[&str]) -> Tickwire {
+        Self::start_program(env!("CARGO_BIN_EXE_tickwire").as_ref(), name, args)
+    }
+
+    /// [`Tickwire::start`] through `program`, a wrapper that runs the binary (with `prlimit`,
+    /// say) and passes the arguments on.
+    pub fn start_program(program: &std::path::Path, name: &str, args: &[&str]) -> Tickwire {
         let log = std::env::temp_dir().join(format!(
             "tickwire-test-{}-{name}-{}.log",
             std::process::id(),
             fastrand::u32(..)
         ));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        let mut child = Command::new(program)
             .args(["--listen", "127.0.0.1:0", "--local-listen", "127.0.0.1:0"])
             .args(args)
             .stdin(Stdio::null())
