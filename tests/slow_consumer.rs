@@ -139,3 +139,164 @@ fn a_slow_consumer_is_conflated_then_closed_and_fast_ones_lose_nothing() {
     assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
     eprintln!("slow consumer: {stats:?} after {rounds} rounds, RSS grew {grown} KiB");
 }
+
+/// Reads a WebSocket through a small receive buffer, at most `chunk` bytes per `pause`: a
+/// subscriber on a slow link. Returns the topics seen with their latest seq, and whether a
+/// close frame came.
+fn read_slowly(
+    mut s: TcpStream,
+    chunk: usize,
+    pause: Duration,
+    until: impl Fn(&std::collections::HashMap<String, u64>) -> bool,
+    limit: Duration,
+) -> (std::collections::HashMap<String, u64>, Option<u16>) {
+    use std::io::Read;
+    let mut seen = std::collections::HashMap::new();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut piece = vec![0u8; chunk];
+    let deadline = Instant::now() + limit;
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    // Skip the 101.
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut piece).expect("101");
+        buf.extend_from_slice(&piece[..n]);
+    }
+    let head = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4;
+    buf.drain(..head);
+    while Instant::now() < deadline && !until(&seen) {
+        match s.read(&mut piece) {
+            Ok(0) => return (seen, Some(1006)),
+            Ok(n) => buf.extend_from_slice(&piece[..n]),
+            Err(_) => {}
+        }
+        // Whole frames: 2-byte header, 16- or 64-bit lengths, unmasked.
+        loop {
+            if buf.len() < 2 {
+                break;
+            }
+            let (op, short) = (buf[0] & 0x0f, (buf[1] & 0x7f) as usize);
+            let (len, at) = match short {
+                126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+                127 if buf.len() >= 10 => {
+                    let mut b8 = [0u8; 8];
+                    b8.copy_from_slice(&buf[2..10]);
+                    (u64::from_be_bytes(b8) as usize, 10)
+                }
+                126 | 127 => break,
+                n => (n, 2),
+            };
+            if buf.len() < at + len {
+                break;
+            }
+            let payload: Vec<u8> = buf.drain(..at + len).skip(at).collect();
+            if op == 8 {
+                return (seen, Some(util::close_code(&payload)));
+            }
+            if op == 1 {
+                let m: serde_json::Value = serde_json::from_slice(&payload).expect("json");
+                if m["type"] == "msg" {
+                    let topic = m["topic"].as_str().expect("topic").to_owned();
+                    seen.insert(topic, m["seq"].as_u64().expect("seq"));
+                }
+            }
+        }
+        thread::sleep(pause);
+    }
+    (seen, None)
+}
+
+/// A socket with a small receive buffer, upgraded to a subscriber of `query`.
+fn small_buffer_subscriber(addr: std::net::SocketAddr, query: &str) -> TcpStream {
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.set_recv_buffer_size(16 * 1024).expect("rcvbuf");
+    sock.connect(&addr.into()).expect("connect");
+    let mut s: TcpStream = sock.into();
+    s.write_all(util::upgrade_request(&format!("/ws{query}")).as_bytes())
+        .expect("handshake");
+    s
+}
+
+/// The slow-consumer timeout measures progress, not emptiness: a subscriber reading 64 KiB every
+/// 0.1 s after a 2 MB burst (twice the hard limit) is never closed with a 1 s timeout, and gets
+/// the latest value of every topic. (Before: writable events only come once a third of the
+/// kernel's buffer is free, so a slow reader looked stalled and was closed.)
+#[test]
+fn a_slow_but_reading_subscriber_is_not_closed_by_a_burst() {
+    let broker = b::start(|c| {
+        c.workers = 1;
+        c.outbound_soft_limit = 64 * 1024;
+        c.outbound_hard_limit = 1024 * 1024;
+        c.slow_consumer_timeout = Duration::from_secs(1);
+    });
+    let s = small_buffer_subscriber(broker.public_addr(), "?subscribe=burst/%23");
+    b::eventually(Duration::from_secs(5), "subscribed", || {
+        broker.stats().subscriptions == 1
+    });
+    let pad = "x".repeat(8 * 1024);
+    let publisher = broker.publisher();
+    for i in 0..250 {
+        let payload = format!("{{\"pad\":\"{pad}\",\"i\":{i}}}");
+        publisher
+            .publish(&format!("burst/{i}"), payload.as_bytes())
+            .expect("published");
+    }
+    let (seen, closed) = read_slowly(
+        s,
+        64 * 1024,
+        Duration::from_millis(100),
+        |seen| seen.len() == 250,
+        Duration::from_secs(20),
+    );
+    assert_eq!(
+        closed,
+        None,
+        "closed while reading, after {} topics",
+        seen.len()
+    );
+    assert_eq!(seen.len(), 250, "the latest of every topic arrived");
+    assert_eq!(broker.stats().slow_consumers_closed, 0);
+}
+
+/// One NDJSON batch bigger than the hard limit does not close an actively reading `#`
+/// subscriber: what does not fit is conflated, and every topic's latest value arrives.
+#[test]
+fn one_large_batch_conflates_a_reading_subscriber_instead_of_closing_it() {
+    let broker = b::start(|c| {
+        c.workers = 1;
+        c.outbound_soft_limit = 64 * 1024;
+        c.outbound_hard_limit = 512 * 1024;
+    });
+    let mut sub = b::Sub::connect(&broker, "?subscribe=%23");
+    assert_eq!(sub.next()["type"], "subscribed");
+    let pad = "y".repeat(1024);
+    let batch: String = (0..300)
+        .flat_map(|round| {
+            let pad = pad.clone();
+            (0..10).map(move |t| {
+                format!(
+                    "{{\"topic\":\"big/{t}\",\"data\":{{\"round\":{round},\"pad\":\"{pad}\"}}}}\n"
+                )
+            })
+        })
+        .collect();
+    assert!(
+        batch.len() > 2 * 512 * 1024,
+        "the batch is over the hard limit"
+    );
+    let (status, _, body) = b::http(b::local(&broker), "POST", "/publish", &[], batch.as_bytes());
+    assert_eq!(status, 202, "{body}");
+    let mut latest = [0u64; 10];
+    while latest.iter().any(|&r| r < 299) {
+        let m = sub.next();
+        assert_eq!(m["type"], "msg", "{m}");
+        let t: usize = m["topic"].as_str().expect("topic")[4..].parse().expect("n");
+        let round = m["data"]["round"].as_u64().expect("round");
+        assert!(round >= latest[t], "big/{t} went back in time");
+        latest[t] = round;
+    }
+    let stats = broker.stats();
+    assert_eq!(stats.slow_consumers_closed, 0, "{stats:?}");
+    eprintln!("large batch: {stats:?}");
+}

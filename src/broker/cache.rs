@@ -89,11 +89,11 @@ impl Cache {
 
     /// Records a topic that just got its first value (called under its shard's lock, with
     /// room reserved by [`Cache::reserve_topics`] unless `reserved` is false).
-    pub fn added(&self, topic: Arc<str>, reserved: bool) {
+    pub fn added(&self, topic: Arc<str>, id: u64, reserved: bool) {
         if !reserved {
             self.counted.fetch_add(1, Ordering::AcqRel);
         }
-        self.tree.write().insert(topic);
+        self.tree.write().insert(topic, id);
     }
 
     /// Reserves room for `n` new topics under `--max-topics`; false (nothing reserved) if they
@@ -122,6 +122,11 @@ impl Cache {
 
     pub fn contains(&self, topic: &str) -> bool {
         self.lock(topic).contains_key(topic)
+    }
+
+    /// The topic's id, if it has a value.
+    pub fn id_of(&self, topic: &str) -> Option<u64> {
+        self.lock(topic).get(topic).map(|e| e.id)
     }
 
     pub fn get(&self, topic: &str) -> Option<TopicEntry> {
@@ -156,7 +161,7 @@ impl Cache {
         &self,
         pattern: &str,
         budget: Budget,
-        found: impl FnMut(&Arc<str>) -> bool,
+        found: impl FnMut(&super::tree::Named) -> bool,
     ) -> super::tree::Walked {
         self.tree.read().matching(pattern, budget, found)
     }

@@ -264,7 +264,7 @@ fn topics(shared: &BrokerShared, req: &Request<'_>) -> Response {
         shared
             .hub
             .cache
-            .matching(&pattern, Budget::for_matches(limit + 1), |t| {
+            .matching(&pattern, Budget::for_matches(limit + 1), |(t, _)| {
                 names.push(t.clone());
                 true
             });

@@ -27,7 +27,7 @@ mod subscriber;
 pub mod topic;
 pub(crate) mod tree;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -149,6 +149,10 @@ pub(crate) struct BrokerWorker {
     pending: Pending,
     /// Tells a connection from a later one that reuses its `ConnId`.
     next_serial: u64,
+    /// Subscribers owed snapshots, in turn.
+    snapshot_turns: VecDeque<ConnId>,
+    /// Snapshots sent this loop turn (bounded by `subscriber::SNAPSHOTS_PER_TURN`).
+    snapshots_this_turn: usize,
 }
 
 impl BrokerWorker {
@@ -162,6 +166,8 @@ impl BrokerWorker {
             stamp: 0,
             pending: Pending::default(),
             next_serial: 0,
+            snapshot_turns: VecDeque::new(),
+            snapshots_this_turn: 0,
         }
     }
 
@@ -270,6 +276,11 @@ impl Handler for BrokerWorker {
         if self.pending.is_waiting() {
             self.answer_pending(out);
         }
+        // Snapshots owed from earlier turns, then this turn's share starts afresh.
+        if !self.snapshot_turns.is_empty() {
+            self.send_owed_snapshots(out);
+        }
+        self.snapshots_this_turn = 0;
         let mut taken = 0;
         let mut delivered = 0;
         while taken < DELIVERIES_PER_TURN {
@@ -289,7 +300,7 @@ impl Handler for BrokerWorker {
     }
 
     fn has_pending_work(&self) -> bool {
-        !self.rx.is_empty() || self.pending.has_answers()
+        !self.rx.is_empty() || self.pending.has_answers() || !self.snapshot_turns.is_empty()
     }
 
     fn next_deadline(&self) -> Option<std::time::Instant> {

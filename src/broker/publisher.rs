@@ -432,9 +432,10 @@ impl Hub {
                     // Asked before the entry exists: a refused publication leaves no trace.
                     let seq = next(0)?;
                     let topic: Arc<str> = topic.into();
+                    let id = self.cache.new_id();
                     let entry = TopicEntry {
                         topic: topic.clone(),
-                        id: self.cache.new_id(),
+                        id,
                         topic_json: serde_json::to_string(&*topic)
                             .unwrap_or_else(|_| "\"\"".to_owned())
                             .into(),
@@ -444,7 +445,7 @@ impl Hub {
                         snapshot: None,
                     };
                     created = true;
-                    self.cache.added(topic.clone(), topic_reserved);
+                    self.cache.added(topic.clone(), id, topic_reserved);
                     (shard.entry(topic).or_insert(entry), seq)
                 }
             };

@@ -4,10 +4,13 @@
 //!
 //! The work of one request is bounded by what it asks for: its patterns are deduplicated before
 //! anything else, and its wildcard snapshots come from one walk budget for the whole request
-//! (see `tree`), never from a pass over every topic.
+//! (see `tree`), never from a pass over every topic. The snapshots themselves are sent a slice
+//! per loop turn ([`SNAPSHOTS_PER_TURN`] on a worker), so a subscribe of a thousand topics never
+//! holds up the other connections of its worker for long.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::protocol::{self, ClientError, ErrorCode};
@@ -17,16 +20,33 @@ use super::tree::Budget;
 use super::{BrokerWorker, Client};
 use crate::server::{ConnId, Outbox, Request};
 
+/// Snapshots a worker sends per loop turn, over all its subscribers.
+pub(crate) const SNAPSHOTS_PER_TURN: usize = 256;
+
 #[derive(Debug)]
 pub(crate) struct Subscriber {
     /// Requests in the current one-second window, and when it began.
     requests_in_window: u32,
     window: Instant,
     pub patterns: HashSet<Box<str>>,
+    /// Bumped by every unsubscribe: snapshots owed from before must check they are still wanted.
+    patterns_changed: u64,
     /// Per topic id, the seq of the snapshot sent: queued live updates up to it are stale.
     floors: HashMap<u64, u64>,
+    /// Snapshots still to send, `None` (no memory) when there are none.
+    backlog: Option<Box<Backlog>>,
     /// The last publication (worker-local number) delivered, to deliver once per connection.
     stamp: u64,
+}
+
+/// Snapshots a subscribe asked for and the worker has not sent yet.
+#[derive(Debug, Default)]
+struct Backlog {
+    /// (topic id, topic, `patterns_changed` when it was asked for), in order.
+    queue: VecDeque<(u64, Arc<str>, u64)>,
+    /// The ids in `queue` still owed: a live update of the topic sent meanwhile makes its
+    /// snapshot obsolete (the subscriber has something newer).
+    owed: HashSet<u64>,
 }
 
 impl BrokerWorker {
@@ -44,7 +64,9 @@ impl BrokerWorker {
                 requests_in_window: 0,
                 window: out.now(),
                 patterns: HashSet::new(),
+                patterns_changed: 0,
                 floors: HashMap::new(),
+                backlog: None,
                 stamp: 0,
             })),
         );
@@ -170,41 +192,96 @@ impl BrokerWorker {
         Ok(())
     }
 
-    /// The last value of every topic the patterns match, each once: every exact topic's, and
-    /// for the wildcards together at most `max_snapshot_topics`, found within one walk budget.
+    /// Owes the subscriber the last value of every topic the patterns match, each once: every
+    /// exact topic's, and for the wildcards together at most `max_snapshot_topics`, found within
+    /// one walk budget. Sends what this turn's share allows; the rest follows turn by turn.
     fn send_snapshots(&mut self, conn: ConnId, patterns: &[String], out: &mut Outbox<'_>) {
         let hub = self.shared.hub.clone();
         let mut budget = Budget::for_matches(self.shared.config.max_snapshot_topics);
-        let mut topics = Vec::new();
+        let mut topics: Vec<(Arc<str>, u64)> = Vec::new();
         for p in patterns {
             if !topic::is_wildcard(p) {
-                topics.push(p.as_str().into());
+                if let Some(id) = hub.cache.id_of(p) {
+                    topics.push((p.as_str().into(), id));
+                }
             } else if budget.matches > 0 && budget.visits > 0 {
-                let walked = hub.cache.matching(p, budget, |t| {
-                    topics.push(t.clone());
+                let walked = hub.cache.matching(p, budget, |named| {
+                    topics.push(named.clone());
                     true
                 });
                 budget.matches -= walked.given;
                 budget.visits = budget.visits.saturating_sub(walked.visited);
             }
         }
-        let mut seen = HashSet::new();
-        let mut sent = 0;
-        for t in topics {
-            let Some(snap) = hub.cache.snapshot(&t) else {
-                continue;
-            };
-            if !seen.insert(snap.id) {
-                continue;
+        let Some(sub) = self.subscriber(conn) else {
+            return;
+        };
+        let generation = sub.patterns_changed;
+        let backlog = sub.backlog.get_or_insert_with(Default::default);
+        for (name, id) in topics {
+            if backlog.owed.insert(id) {
+                backlog.queue.push_back((id, name, generation));
             }
-            let Some(sub) = self.subscriber(conn) else {
-                return;
-            };
-            sub.floors.insert(snap.id, snap.seq);
-            out.send_keyed(conn, snap.id, &snap.frame);
-            sent += 1;
         }
-        hub.metrics.snapshots.fetch_add(sent, Ordering::Relaxed);
+        if backlog.queue.is_empty() {
+            sub.backlog = None;
+            return;
+        }
+        if !self.snapshot_turns.contains(&conn) {
+            self.snapshot_turns.push_back(conn);
+        }
+        self.send_owed_snapshots(out);
+    }
+
+    /// Sends owed snapshots, round-robin over the subscribers that are owed some, until this
+    /// turn's share is spent.
+    pub(super) fn send_owed_snapshots(&mut self, out: &mut Outbox<'_>) {
+        let hub = self.shared.hub.clone();
+        let mut left = SNAPSHOTS_PER_TURN.saturating_sub(self.snapshots_this_turn);
+        let mut sent = 0;
+        while left > 0 {
+            let Some(conn) = self.snapshot_turns.pop_front() else {
+                break;
+            };
+            let Some(sub) = self.subscriber(conn) else {
+                continue;
+            };
+            // A slice per subscriber per round, so one large subscribe does not starve others.
+            let slice = left.min(64);
+            let mut done = 0;
+            while done < slice {
+                let Some(backlog) = sub.backlog.as_mut() else {
+                    break;
+                };
+                let Some((id, name, generation)) = backlog.queue.pop_front() else {
+                    break;
+                };
+                if !backlog.owed.remove(&id) {
+                    continue; // a live update came first
+                }
+                if generation != sub.patterns_changed
+                    && !sub.patterns.iter().any(|p| topic::matches(p, &name))
+                {
+                    continue; // unsubscribed since
+                }
+                let Some(snap) = hub.cache.snapshot(&name) else {
+                    continue;
+                };
+                sub.floors.insert(snap.id, snap.seq);
+                out.send_keyed(conn, snap.id, &snap.frame);
+                done += 1;
+            }
+            left -= done;
+            sent += done;
+            match &sub.backlog {
+                Some(b) if !b.queue.is_empty() => self.snapshot_turns.push_back(conn),
+                _ => sub.backlog = None,
+            }
+        }
+        self.snapshots_this_turn += sent;
+        hub.metrics
+            .snapshots
+            .fetch_add(sent as u64, Ordering::Relaxed);
     }
 
     fn unsubscribe(
@@ -217,6 +294,7 @@ impl BrokerWorker {
         let patterns = dedup(patterns);
         let id = check_patterns(&patterns, id)?;
         if let Some(sub) = self.subscriber(conn) {
+            sub.patterns_changed += 1;
             let removed: Vec<&String> = patterns
                 .iter()
                 .filter(|p| sub.patterns.remove(p.as_str()))
@@ -247,6 +325,10 @@ impl BrokerWorker {
                 return;
             }
             sub.stamp = stamp;
+            if let Some(backlog) = &mut sub.backlog {
+                // Something newer than the snapshot it was owed.
+                backlog.owed.remove(&d.topic_id);
+            }
             if !sub.floors.is_empty() {
                 if let Some(&floor) = sub.floors.get(&d.topic_id) {
                     if d.seq <= floor {

@@ -7,6 +7,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// A topic and its id.
+pub type Named = (Arc<str>, u64);
+
 #[derive(Debug, Default)]
 pub struct TopicTree {
     root: Node,
@@ -17,8 +20,8 @@ pub struct TopicTree {
 struct Node {
     /// Children by level, in order, so walks are deterministic.
     children: BTreeMap<Box<str>, Node>,
-    /// The topic that ends here, if it has a value.
-    topic: Option<Arc<str>>,
+    /// The topic that ends here, if it has a value, and its id in the cache.
+    topic: Option<Named>,
 }
 
 /// What a walk did: topics passed on, nodes looked at.
@@ -48,14 +51,14 @@ impl Budget {
 }
 
 impl TopicTree {
-    /// Adds a topic (a valid, published one). Adding it twice is harmless.
-    pub fn insert(&mut self, topic: Arc<str>) {
+    /// Adds a topic (a valid, published one) with its id. Adding it twice is harmless.
+    pub fn insert(&mut self, topic: Arc<str>, id: u64) {
         let mut node = &mut self.root;
         for level in topic.split('/') {
             node = node.children.entry(level.into()).or_default();
         }
         if node.topic.is_none() {
-            node.topic = Some(topic);
+            node.topic = Some((topic, id));
             self.len += 1;
         }
     }
@@ -70,7 +73,7 @@ impl TopicTree {
         &self,
         pattern: &str,
         budget: Budget,
-        mut found: impl FnMut(&Arc<str>) -> bool,
+        mut found: impl FnMut(&Named) -> bool,
     ) -> Walked {
         let levels: Vec<&str> = pattern.split('/').collect();
         let mut walk = Walk {
@@ -92,7 +95,7 @@ struct Walk<'f, F> {
     found: &'f mut F,
 }
 
-impl<F: FnMut(&Arc<str>) -> bool> Walk<'_, F> {
+impl<F: FnMut(&Named) -> bool> Walk<'_, F> {
     /// Counts a visit; false once the walk must stop.
     fn visit(&mut self) -> bool {
         if self.budget.visits == 0 || self.given >= self.budget.matches {
@@ -102,7 +105,7 @@ impl<F: FnMut(&Arc<str>) -> bool> Walk<'_, F> {
         true
     }
 
-    fn give(&mut self, topic: &Option<Arc<str>>) -> bool {
+    fn give(&mut self, topic: &Option<Named>) -> bool {
         if let Some(t) = topic {
             if self.given >= self.budget.matches {
                 return false;
@@ -152,15 +155,15 @@ mod tests {
 
     fn tree(topics: &[&str]) -> TopicTree {
         let mut t = TopicTree::default();
-        for topic in topics {
-            t.insert(Arc::from(*topic));
+        for (id, topic) in topics.iter().enumerate() {
+            t.insert(Arc::from(*topic), id as u64);
         }
         t
     }
 
     fn all(t: &TopicTree, pattern: &str) -> Vec<String> {
         let mut out = Vec::new();
-        t.matching(pattern, Budget::for_matches(usize::MAX), |m| {
+        t.matching(pattern, Budget::for_matches(usize::MAX), |(m, _)| {
             out.push(m.to_string());
             true
         });
@@ -208,8 +211,8 @@ mod tests {
     fn a_walk_stops_at_its_budget() {
         let topics: Vec<String> = (0..10_000).map(|i| format!("t/{i}")).collect();
         let mut t = TopicTree::default();
-        for topic in &topics {
-            t.insert(Arc::from(topic.as_str()));
+        for (id, topic) in topics.iter().enumerate() {
+            t.insert(Arc::from(topic.as_str()), id as u64);
         }
         let mut seen = 0;
         let walked = t.matching("t/+", Budget::for_matches(10), |_| {
