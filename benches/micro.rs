@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the hot pieces: frame headers, masking, UTF-8 validation, the handshake,
 //! topic matching in the subscription trie, the publish path (validate, sequence, encode,
-//! queue to every worker), and publish-to-queued fan-out per subscriber count.
+//! queue to every worker), publish-to-queued fan-out per subscriber count, and finding a
+//! wildcard subscription's snapshots against the number of topics cached.
 //!
 //! `cargo bench --bench micro`
 
@@ -8,6 +9,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tickwire::broker::index::SubscriptionIndex;
+use tickwire::broker::tree::{Budget, TopicTree};
 use tickwire::server::ConnId;
 use tickwire::ws::frame::{
     encode_client_frame, encode_server_header, parse_client_header, OpCode, MAX_SERVER_HEADER,
@@ -229,6 +231,34 @@ fn publish_fanout(c: &mut Criterion) {
     g.finish();
 }
 
+/// Finding the snapshots of `#` and of `+/+/x` (a pattern that matches almost nothing) with the
+/// snapshot limit of 1000, against the topics cached: flat once there are more topics than the
+/// limit, where it used to collect and sort every topic.
+fn wildcard_snapshots(c: &mut Criterion) {
+    let mut g = c.benchmark_group("wildcard_snapshots");
+    g.sample_size(20);
+    for topics in [1_000usize, 10_000, 100_000, 1_000_000] {
+        let mut tree = TopicTree::default();
+        for i in 0..topics {
+            let name = format!("quotes/{}/{}", i / 1000, i % 1000);
+            tree.insert(name.as_str().into(), i as u64);
+        }
+        for pattern in ["#", "+/+/x"] {
+            g.bench_with_input(BenchmarkId::new(pattern, topics), &tree, |b, tree| {
+                b.iter(|| {
+                    let mut found = 0;
+                    tree.matching(black_box(pattern), Budget::for_matches(1000), |_| {
+                        found += 1;
+                        true
+                    });
+                    found
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     frames,
@@ -237,6 +267,7 @@ criterion_group!(
     handshake_bench,
     topic_matching,
     publish_path,
-    publish_fanout
+    publish_fanout,
+    wildcard_snapshots
 );
 criterion_main!(benches);

@@ -25,7 +25,7 @@ pub(crate) mod publisher;
 mod stream;
 mod subscriber;
 pub mod topic;
-pub(crate) mod tree;
+pub mod tree;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
