@@ -17,13 +17,17 @@
 //!
 //! # Layout
 //!
+//! `docs/ARCHITECTURE.md` in the repository draws the layers, the threads, what owns what and the
+//! path of one publication; this is the map of the modules.
+//!
 //! - [`http`]: HTTP/1.1 without sockets: request heads parsed in place, body framing, responses,
 //!   query strings.
 //! - [`ws`]: RFC 6455 without sockets: the upgrade handshake, the frame codec, message assembly,
 //!   UTF-8 validation and close codes, all pure functions and state machines over byte slices.
-//! - [`server`]: the mio event loop workers that own the sockets: accepting, reading, writing
-//!   many frames per call, the closing handshake, timeouts and pings. It calls an application through the
-//!   [`server::Handler`] trait and knows nothing of topics.
+//! - [`server`]: the mio event loop workers that own the sockets: accepting, reading, HTTP
+//!   keep-alive and upgrades, writing many frames per call, conflation, the closing handshake,
+//!   timeouts and pings. It calls an application through the [`server::Handler`] trait and knows
+//!   nothing of topics.
 //! - [`broker`]: topics, subscriptions, the last-value cache, the publish queue, fan-out and the
 //!   local publish API: the application the server runs.
 //! - `cluster` (feature `redis`): several nodes sharing one feed through Redis (`--redis URL`):
@@ -31,6 +35,7 @@
 //!   queues, last values kept in Redis, reconnection with backoff.
 //! - [`config`]: settings and their defaults.
 //! - `metrics`: counters and their Prometheus rendering.
+//! - `fdlimit`: the open-file limit, and the descriptors kept out of the public listener's reach.
 //! - [`demo`]: the synthetic feed behind `--demo`.
 //! - [`ffi`]: the C API (`include/tickwire.h`).
 //! - `web`: the quote board page.

@@ -1,4 +1,4 @@
-//! The client JSON protocol (DESIGN.md, "Client protocol"): parsing what subscribers send and
+//! The client JSON protocol (README, "Client protocol"): parsing what subscribers send and
 //! encoding what the broker sends back. Pure functions over strings and bytes.
 
 use serde::Deserialize;
