@@ -8,7 +8,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    match protocol::parse_request(text) {
+    match protocol::parse_request(text, 128) {
         Ok(_) => {}
         Err(e) => {
             // Every error renders as valid JSON.

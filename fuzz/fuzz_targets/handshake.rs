@@ -1,25 +1,28 @@
-//! The HTTP upgrade request parser and validator, on any bytes.
+//! HTTP request heads (the `http` layer) and the WebSocket upgrade checks, on any bytes: a head
+//! parses, asks for more, or is refused with a 4xx; nothing panics.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tickwire::ws::handshake::{self, Head};
+use tickwire::http::{self, Status, MAX_HEAD};
+use tickwire::ws::handshake;
 
 fuzz_target!(|data: &[u8]| {
-    match handshake::parse_request(data) {
-        Ok(Head::Complete(req, n)) => {
-            assert!(n <= data.len());
+    match http::parse(data) {
+        Ok(Status::Complete(req, n)) => {
+            assert!(n <= data.len() && n <= MAX_HEAD);
             let _ = req.path();
-            let _ = req.query();
-            let _ = req.offered_protocols().count();
-            let _ = req.content_length();
-            if let Ok(accept) = handshake::validate_upgrade(&req) {
-                assert_eq!(accept.len(), 28);
+            let _ = req.query_param("subscribe");
+            let _ = req.keep_alive();
+            let _ = handshake::offered_protocols(&req).count();
+            if let Err(e) = req.body_length() {
+                assert!(matches!(e.status(), 400 | 411));
+            }
+            match handshake::validate_upgrade(&req) {
+                Ok(accept) => assert_eq!(accept.len(), 28),
+                Err(e) => assert!(e.response().encode(false).starts_with(b"HTTP/1.1 4")),
             }
         }
-        Ok(Head::Partial) => assert!(data.len() < handshake::MAX_HEAD),
-        Err(e) => {
-            let resp = e.response();
-            assert!(resp.starts_with(b"HTTP/1.1 4"));
-        }
+        Ok(Status::Partial) => assert!(data.len() < MAX_HEAD),
+        Err(e) => assert!(e.response().encode(false).starts_with(b"HTTP/1.1 4")),
     }
 });

@@ -17,7 +17,7 @@
 pub(crate) mod cache;
 pub mod index;
 pub(crate) mod local_api;
-pub(crate) mod payload;
+pub mod payload;
 mod pending;
 pub mod protocol;
 mod public;
