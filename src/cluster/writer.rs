@@ -89,16 +89,8 @@ fn execute(link: &Link, batch: &mut Vec<Request>) {
     for r in batch.iter() {
         packed.extend_from_slice(&r.cmd);
     }
-    let replies = match conn.req_packed_commands(&packed, 0, batch.len()) {
-        Ok(replies) if replies.len() == batch.len() => replies,
-        Ok(replies) => {
-            let reason = format!(
-                "redis: {} replies to a pipeline of {}",
-                replies.len(),
-                batch.len()
-            );
-            return fail(link, &mut slot, batch, reason);
-        }
+    let replies = match pipeline(conn, &packed, batch.len()) {
+        Ok(replies) => replies,
         Err(e) => return fail(link, &mut slot, batch, describe(&e)),
     };
     // NOSCRIPT: someone flushed Redis's script cache (the script did not run). Load it again
@@ -129,6 +121,27 @@ fn execute(link: &Link, batch: &mut Vec<Request>) {
             Err(e) => return fail(link, &mut slot, &mut vec![r], describe(&e)),
         }
     }
+}
+
+/// Writes `count` packed commands at once and reads their replies, giving up at the first
+/// failure. (redis-rs's `req_packed_commands` reads on after a timed-out reply, waiting the
+/// command timeout once more for every command left: a Redis that hangs would keep this thread,
+/// and the command connection's lock, for `count` times 2 s.)
+fn pipeline(
+    conn: &mut redis::Connection,
+    packed: &[u8],
+    count: usize,
+) -> redis::RedisResult<Vec<Value>> {
+    conn.send_packed_command(packed)?;
+    let mut replies = Vec::with_capacity(count);
+    while replies.len() < count {
+        match conn.recv_response()? {
+            // Out-of-band data (RESP3 only; this connection speaks RESP2): not a reply.
+            Value::Push { .. } => continue,
+            reply => replies.push(reply),
+        }
+    }
+    Ok(replies)
 }
 
 fn is_noscript(v: &Value) -> bool {
