@@ -95,6 +95,10 @@ struct Cli {
     /// nodes with the same prefix share a feed [default: tickwire]
     #[arg(long, value_name = "PREFIX")]
     redis_prefix: Option<String>,
+    /// Seconds a publication may wait for Redis's answer before it is answered `unavailable`
+    /// (it may or may not have been published) [default: 5]
+    #[arg(long, value_name = "SECS")]
+    redis_answer_timeout: Option<f64>,
     /// Publish a synthetic feed: 50 symbols on quotes/<SYMBOL>, a few updates a second each
     #[arg(long)]
     demo: bool,
@@ -230,6 +234,9 @@ fn build_config(cli: &Cli) -> Result<Config, String> {
     }
     if let Some(prefix) = &cli.redis_prefix {
         c.redis_prefix = prefix.clone();
+    }
+    if let Some(v) = cli.redis_answer_timeout {
+        c.redis_answer_timeout = secs("redis-answer-timeout", v)?;
     }
     c.validate()?;
     Ok(c)

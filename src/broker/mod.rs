@@ -267,7 +267,7 @@ impl Handler for BrokerWorker {
     }
 
     fn on_turn(&mut self, out: &mut Outbox<'_>) {
-        if self.pending.is_waiting() {
+        if self.pending.has_work() {
             self.answer_pending(out);
         }
         let mut taken = 0;

@@ -97,12 +97,19 @@ impl Pending {
         )?;
         self.waiting.insert(key, waiter);
         self.deadlines.push_back((now + timeout, key));
+        publisher
+            .hub
+            .metrics
+            .awaiting_answer
+            .fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Whether anything is owed.
-    pub fn is_waiting(&self) -> bool {
-        !self.waiting.is_empty()
+    /// Whether [`Pending::resolved`] has anything to do: something is owed, or answers came
+    /// back. Late answers (to what was given up on) count: left in the channel, they would keep
+    /// [`Pending::has_answers`] true, and the worker's loop polling without sleep, forever.
+    pub fn has_work(&self) -> bool {
+        !self.waiting.is_empty() || self.has_answers()
     }
 
     /// Whether answers have arrived.
@@ -122,6 +129,7 @@ impl Pending {
         while let Ok(a) = self.rx.try_recv() {
             // Absent: given up on already.
             if let Some(w) = self.waiting.remove(&a.key) {
+                hub.metrics.awaiting_answer.fetch_sub(1, Ordering::Relaxed);
                 done.push((w, a.result));
             }
         }
@@ -136,6 +144,7 @@ impl Pending {
             self.deadlines.pop_front();
             if let Some(w) = self.waiting.remove(&key) {
                 hub.metrics.answer_timeouts.fetch_add(1, Ordering::Relaxed);
+                hub.metrics.awaiting_answer.fetch_sub(1, Ordering::Relaxed);
                 let timeout = hub
                     .upstream()
                     .map(|up| up.answer_timeout())

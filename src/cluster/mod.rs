@@ -41,9 +41,6 @@ use writer::{Reply, Request};
 
 /// Publications waiting for the writer, at most.
 const WRITER_QUEUE: usize = 65536;
-/// How long a publisher waits for Redis's answer before giving up on it (a worker thread never
-/// waits: it answers its client then, and ignores the late answer).
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long stopping waits for this node's last publications to come back from Redis.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -55,6 +52,10 @@ pub(crate) struct Redis {
     publish_sha: String,
     link: Arc<Link>,
     node_id: u64,
+    /// How long a publication's answer may take (`Config::redis_answer_timeout`): a thread
+    /// blocked in [`Upstream::publish`] gives up then, and a worker answers its client then
+    /// (see `broker::pending`) without ever having waited.
+    answer_timeout: Duration,
     requests: Sender<Request>,
     /// Taken by [`Redis::start`].
     writer_rx: Mutex<Option<Receiver<Request>>>,
@@ -73,7 +74,7 @@ impl std::fmt::Debug for Redis {
 
 impl Redis {
     /// Checks the URL; connects nothing yet.
-    pub fn new(url: &str, prefix: &str) -> Result<Arc<Redis>, String> {
+    pub fn new(url: &str, prefix: &str, answer_timeout: Duration) -> Result<Arc<Redis>, String> {
         let shown = redact_url(url);
         let client = redis::Client::open(url).map_err(|e| format!("redis URL '{shown}': {e}"))?;
         let (requests, writer_rx) = crossbeam_channel::bounded(WRITER_QUEUE);
@@ -84,6 +85,7 @@ impl Redis {
             link: Arc::new(Link::new(format!("redis: not connected yet to {shown}"))),
             url: shown,
             node_id: fastrand::u64(1..),
+            answer_timeout,
             requests,
             writer_rx: Mutex::new(Some(writer_rx)),
             threads: Mutex::new(Vec::new()),
@@ -131,18 +133,21 @@ impl Redis {
         &self.url
     }
 
-    /// Queues a packed command for the writer and waits for its reply.
+    /// Queues a packed command for the writer and blocks the calling thread until its reply
+    /// comes, at most the answer timeout. Never called on a worker thread: workers use
+    /// [`Upstream::submit`].
     fn call(&self, cmd: Vec<u8>) -> Result<Value, PublishError> {
         let (reply, answer) = crossbeam_channel::bounded(1);
         self.queue(cmd, Reply::Wait(reply))?;
-        match answer.recv_timeout(ANSWER_TIMEOUT) {
+        let timeout = self.answer_timeout;
+        match answer.recv_timeout(timeout) {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(reason)) => Err(refuse(&self.link, reason)),
             Err(_) => Err(refuse(
                 &self.link,
                 format!(
-                    "redis: no answer within {ANSWER_TIMEOUT:?} (the publication may or may not \
-                     have reached Redis)"
+                    "redis: no answer within {timeout:?} (the publication may or may not have \
+                     reached Redis)"
                 ),
             )),
         }
@@ -206,7 +211,7 @@ impl Upstream for Redis {
     }
 
     fn answer_timeout(&self) -> Duration {
-        ANSWER_TIMEOUT
+        self.answer_timeout
     }
 
     fn health(&self) -> Result<(), String> {
@@ -305,7 +310,8 @@ mod tests {
 
     #[test]
     fn a_bad_url_is_refused_with_the_password_hidden() {
-        let err = Redis::new("http://:secret@host", "tickwire").unwrap_err();
+        let err =
+            Redis::new("http://:secret@host", "tickwire", Duration::from_secs(5)).unwrap_err();
         assert!(err.contains("redis URL"), "{err}");
         assert!(!err.contains("secret"), "{err}");
     }
