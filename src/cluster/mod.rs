@@ -4,7 +4,10 @@
 //! - Publishing on a node (local API, streaming publisher, [`crate::Publisher`], `tw_publish`)
 //!   runs one Lua script in Redis per publication (or per batch, all or nothing) that assigns
 //!   the topic's next seq, stores the publication as the topic's last value and publishes it on
-//!   the topic's channel, atomically. The publish returns once the script ran, with its seq.
+//!   the topic's channel, atomically. The publisher is answered once the script ran, with its
+//!   seq: a Rust or C caller's thread blocks for it ([`Upstream::publish`]); a worker thread
+//!   never does ([`Upstream::submit`]): it hands the publication over, serves its other
+//!   connections, and answers its client when the answer comes back as an event.
 //! - Every node pattern-subscribes to the feed's channels and feeds what arrives into its own
 //!   publish queues with the seq Redis gave it, dropping what is not newer than what it has. So
 //!   every node delivers the same messages with the same seqs in the same per-topic order, and a
@@ -13,7 +16,10 @@
 //!   late (or comes back) serves current snapshots.
 //! - While Redis is out of reach the node keeps serving its subscribers, answers `/healthz` with
 //!   503 and the reason, refuses publications ([`PublishError::Unavailable`]), and reconnects
-//!   with backoff; everything is counted in `/metrics` (`tickwire_redis_*`).
+//!   with backoff; everything is counted in `/metrics` (`tickwire_redis_*`). A Redis that hangs
+//!   is out of reach once a command or the subscription's ping goes unanswered for 2 s: what was
+//!   in flight is refused then (it may or may not have been published; nothing is retried), and
+//!   in any case after the answer timeout (`Config::redis_answer_timeout`).
 //!
 //! Threads: [`subscriber`] owns the link (connect, subscribe, reload, listen, reconnect);
 //! [`writer`] sends publications, pipelined. [`link`] is their shared state, [`wire`] the

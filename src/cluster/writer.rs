@@ -1,9 +1,15 @@
 //! The writer thread: carries publications to Redis, many per round trip.
 //!
-//! Publishers (local API handlers on worker threads, Rust and C callers on theirs) pack their
-//! script call on their own thread and queue it here. This thread takes everything waiting,
-//! sends it as one pipeline on the command connection, and hands each caller the reply to its
-//! own call: a hundred publishers at once wait about one round trip, not a hundred.
+//! Publishers pack their script call on their own thread and queue it here: worker threads
+//! (local API, streaming publishers) with a callback that hands the reply back to the worker,
+//! without waiting; Rust and C callers with a channel they block on. This thread takes
+//! everything waiting, sends it as one pipeline on the command connection, and hands each caller
+//! the reply to its own call: a hundred publishers at once wait about one round trip, not a
+//! hundred.
+//!
+//! Only this thread does I/O on the command connection while the link is up, holding its lock
+//! meanwhile; publishers never take that lock. A Redis that does not answer within the command
+//! timeout (2 s) fails the whole pipeline and takes the link down.
 
 use std::sync::Arc;
 use std::time::Duration;
