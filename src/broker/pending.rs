@@ -161,3 +161,91 @@ impl Pending {
         done
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use parking_lot::Mutex;
+
+    use super::*;
+    use crate::broker::publisher::{Done, HubLimits, Upstream};
+
+    const TIMEOUT: Duration = Duration::from_secs(1);
+
+    /// An upstream that answers only when told to.
+    #[derive(Default)]
+    struct Silent {
+        owed: Mutex<Vec<Done>>,
+    }
+
+    impl std::fmt::Debug for Silent {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Silent")
+        }
+    }
+
+    impl Upstream for Silent {
+        fn publish(&self, _: &[(&str, &[u8])]) -> Result<Vec<u64>, PublishError> {
+            Err(PublishError::Unavailable("silent".into()))
+        }
+        fn submit(&self, _: &[(&str, &[u8])], done: Done) -> Result<(), PublishError> {
+            self.owed.lock().push(done);
+            Ok(())
+        }
+        fn answer_timeout(&self) -> Duration {
+            TIMEOUT
+        }
+        fn health(&self) -> Result<(), String> {
+            Ok(())
+        }
+        fn render_metrics(&self, _: &mut String) {}
+        fn stop(&self) {}
+    }
+
+    fn waiter() -> Waiter {
+        Waiter {
+            conn: ConnId(0),
+            serial: 1,
+            kind: WaitKind::Http { lines: None },
+        }
+    }
+
+    #[test]
+    fn an_answer_after_the_timeout_is_dropped_and_leaves_no_work_behind() {
+        let upstream = Arc::new(Silent::default());
+        let (hub, _rx) = Hub::new(1, 16, HubLimits::default(), Some(upstream.clone()));
+        let publisher = Publisher { hub: Arc::new(hub) };
+        let hub = &publisher.hub;
+        let mut pending = Pending::default();
+        let start = Instant::now();
+        let items: &[(&str, &[u8])] = &[("t", b"1")];
+        pending
+            .submit(&publisher, 0, items, waiter(), start)
+            .expect("submitted");
+        assert!(pending.has_work());
+        assert_eq!(pending.next_deadline(), Some(start + TIMEOUT));
+        assert!(pending.resolved(start, hub).is_empty(), "not due yet");
+
+        let given_up = pending.resolved(start + TIMEOUT, hub);
+        assert!(matches!(
+            given_up.as_slice(),
+            [(_, Err(PublishError::Unavailable(m)))] if m.contains("may or may not")
+        ));
+        assert!(!pending.has_work());
+        assert_eq!(pending.next_deadline(), None);
+
+        // Redis answers after all: the worker must drain it (or it would never sleep again),
+        // and answer nobody.
+        for done in upstream.owed.lock().drain(..) {
+            done(Ok(vec![7]));
+        }
+        assert!(pending.has_work(), "a late answer is work");
+        assert!(pending.resolved(start + TIMEOUT * 2, hub).is_empty());
+        assert!(!pending.has_work());
+        let metrics = &hub.metrics;
+        assert_eq!(metrics.answer_timeouts.load(Ordering::Relaxed), 1);
+        assert_eq!(metrics.awaiting_answer.load(Ordering::Relaxed), 0);
+    }
+}
