@@ -247,12 +247,15 @@ impl Latencies {
         for (what, all) in &self.0 {
             let mut sorted = all.clone();
             sorted.sort();
+            let worst = sorted[sorted.len() - 1];
+            let round = all.iter().position(|d| *d == worst).unwrap_or(0) + 1;
             eprintln!(
-                "{scenario}: {what:<28} n={:<3} min {:>9.3?}  median {:>9.3?}  max {:>9.3?}",
+                "{scenario}: {what:<28} n={:<3} min {:>9.3?}  median {:>9.3?}  max {:>9.3?} \
+                 (round {round})",
                 sorted.len(),
                 sorted[0],
                 sorted[sorted.len() / 2],
-                sorted[sorted.len() - 1]
+                worst
             );
         }
     }
