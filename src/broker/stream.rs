@@ -41,9 +41,7 @@ impl StreamPublisher {
             paused: false,
         }
     }
-}
 
-impl StreamPublisher {
     /// Takes the next frame's place in the order (`None`: waiting for Redis) and pauses reading
     /// once the window is full. Answers already known count too: queued behind one waiting for
     /// Redis, they would otherwise pile up without bound from a publisher sending bad frames.
