@@ -93,8 +93,9 @@ typedef enum tw_status {
   TW_ERR_BUFFER_TOO_SMALL = -11,
   /**
    * The broker cannot deliver it now: with `redis` set, the connection to Redis is down or
-   * Redis refused the publication (`tw_last_error()` says which). Nothing was published;
-   * retry later.
+   * Redis refused the publication (`tw_last_error()` says which): nothing was published;
+   * retry later. Or Redis did not answer in time, or the connection dropped while it was
+   * being published: it may or may not have been published (`tw_last_error()` says so).
    */
   TW_ERR_UNAVAILABLE = -12,
   /**
@@ -180,7 +181,9 @@ typedef struct tw_config {
   const char *publish_token;
   /**
    * Called when a WebSocket client connects or disconnects, or NULL. It runs on the broker's
-   * worker thread that owns the connection, so it must be thread-safe and quick.
+   * worker thread that owns the connection, so it must be thread-safe and quick. With `redis`
+   * set, do not publish from it: `tw_publish` then waits for Redis's answer, and so would
+   * every other connection of that worker.
    */
   tw_connection_callback on_connection;
   /**

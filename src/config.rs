@@ -80,6 +80,13 @@ pub struct Config {
     /// `<prefix>:last`. Nodes with the same prefix share a feed. ASCII letters, digits, `_`,
     /// `-` and `.`, at most 64 bytes.
     pub redis_prefix: String,
+    /// How long a publication handed to Redis may wait for its answer before the publisher is
+    /// answered `unavailable` (it may or may not have been published; it is not retried). A
+    /// worker never waits meanwhile: it serves its other connections. Sooner than this, a Redis
+    /// that does not answer a command within 2 s is taken as down, which answers every
+    /// publication in flight the same way.
+    #[serde(with = "secs")]
+    pub redis_answer_timeout: Duration,
 }
 
 impl Default for Config {
@@ -111,6 +118,7 @@ impl Default for Config {
             max_pings_per_sec: 20,
             redis: None,
             redis_prefix: "tickwire".to_owned(),
+            redis_answer_timeout: Duration::from_secs(5),
         }
     }
 }

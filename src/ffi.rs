@@ -53,8 +53,9 @@ pub enum tw_status {
     /// The caller's buffer is too small for the answer.
     TW_ERR_BUFFER_TOO_SMALL = -11,
     /// The broker cannot deliver it now: with `redis` set, the connection to Redis is down or
-    /// Redis refused the publication (`tw_last_error()` says which). Nothing was published;
-    /// retry later.
+    /// Redis refused the publication (`tw_last_error()` says which): nothing was published;
+    /// retry later. Or Redis did not answer in time, or the connection dropped while it was
+    /// being published: it may or may not have been published (`tw_last_error()` says so).
     TW_ERR_UNAVAILABLE = -12,
     /// The publication would add a topic past the broker's topic limit (`max_topics`). Nothing
     /// was published; existing topics still publish.
@@ -88,7 +89,9 @@ pub struct tw_config {
     /// Bearer token the local listener requires, or NULL for none. Default NULL.
     pub publish_token: *const c_char,
     /// Called when a WebSocket client connects or disconnects, or NULL. It runs on the broker's
-    /// worker thread that owns the connection, so it must be thread-safe and quick.
+    /// worker thread that owns the connection, so it must be thread-safe and quick. With `redis`
+    /// set, do not publish from it: `tw_publish` then waits for Redis's answer, and so would
+    /// every other connection of that worker.
     pub on_connection: tw_connection_callback,
     /// Passed back to `on_connection` as is.
     pub on_connection_user: *mut c_void,

@@ -196,9 +196,10 @@ impl Broker {
         let workers = config.worker_count();
         #[cfg(feature = "redis")]
         let redis = match &config.redis {
-            Some(url) => {
-                Some(cluster::Redis::new(url, &config.redis_prefix).map_err(Error::Config)?)
-            }
+            Some(url) => Some(
+                cluster::Redis::new(url, &config.redis_prefix, config.redis_answer_timeout)
+                    .map_err(Error::Config)?,
+            ),
             None => None,
         };
         #[cfg(feature = "redis")]

@@ -127,6 +127,10 @@ struct Cli {
     /// nodes with the same prefix share a feed [default: tickwire]
     #[arg(long, value_name = "PREFIX")]
     redis_prefix: Option<String>,
+    /// Seconds a publication may wait for Redis's answer before it is answered `unavailable`
+    /// (it may or may not have been published) [default: 5]
+    #[arg(long, value_name = "SECS")]
+    redis_answer_timeout: Option<String>,
     /// Publish a synthetic feed: 50 symbols on quotes/<SYMBOL>, a few updates a second each
     #[arg(long)]
     demo: bool,

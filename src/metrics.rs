@@ -81,6 +81,9 @@ pub(crate) struct Metrics {
     pub internal_errors: AtomicU64,
     /// Publications handed to Redis and answered 503 because Redis did not answer in time.
     pub answer_timeouts: AtomicU64,
+    /// Publications (a batch counts once) handed to Redis whose answer a worker still owes its
+    /// client: neither answered by Redis nor given up on yet.
+    pub awaiting_answer: AtomicU64,
 }
 
 impl Metrics {
@@ -222,6 +225,12 @@ impl Metrics {
             "counter",
             "Publications answered 503 because Redis did not answer in time (they may still have been published).",
             get(&self.answer_timeouts),
+        );
+        one(
+            "publish_awaiting_answer",
+            "gauge",
+            "Publications (a batch counts once) handed to Redis whose answer is still owed to their publisher.",
+            get(&self.awaiting_answer),
         );
         one(
             "internal_errors_total",

@@ -12,7 +12,8 @@
 //! - `public`: the public listener's routes; `subscriber`: a subscriber's requests and the
 //!   fan-out to subscribers; `stream`: streaming publishers; `local_api`: `POST /publish`,
 //!   `/metrics`, `/healthz`, `/topics` on the local listener.
-//! - `pending`: publications handed to Redis whose answers the worker waits for without waiting.
+//! - `pending`: publications handed to Redis whose answers the worker owes its clients; it never
+//!   waits for them.
 
 pub(crate) mod cache;
 pub mod index;
@@ -79,7 +80,8 @@ pub type ConnectionCallback = Arc<dyn Fn(ConnectionEvent, usize) + Send + Sync>;
 #[derive(Clone, Default)]
 pub struct Hooks {
     /// Runs on the worker thread that owns the connection, right after it opened or closed: keep
-    /// it short, it delays that worker's other connections.
+    /// it short, it delays that worker's other connections. With Redis, do not publish from it:
+    /// [`Publisher::publish`] then blocks for Redis's answer, and that worker with it.
     pub on_connection: Option<ConnectionCallback>,
 }
 
@@ -273,7 +275,7 @@ impl Handler for BrokerWorker {
     }
 
     fn on_turn(&mut self, out: &mut Outbox<'_>) {
-        if self.pending.is_waiting() {
+        if self.pending.has_work() {
             self.answer_pending(out);
         }
         // Snapshots owed from earlier turns, then this turn's share starts afresh.

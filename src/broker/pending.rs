@@ -97,12 +97,19 @@ impl Pending {
         )?;
         self.waiting.insert(key, waiter);
         self.deadlines.push_back((now + timeout, key));
+        publisher
+            .hub
+            .metrics
+            .awaiting_answer
+            .fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Whether anything is owed.
-    pub fn is_waiting(&self) -> bool {
-        !self.waiting.is_empty()
+    /// Whether [`Pending::resolved`] has anything to do: something is owed, or answers came
+    /// back. Late answers (to what was given up on) count: left in the channel, they would keep
+    /// [`Pending::has_answers`] true, and the worker's loop polling without sleep, forever.
+    pub fn has_work(&self) -> bool {
+        !self.waiting.is_empty() || self.has_answers()
     }
 
     /// Whether answers have arrived.
@@ -122,6 +129,7 @@ impl Pending {
         while let Ok(a) = self.rx.try_recv() {
             // Absent: given up on already.
             if let Some(w) = self.waiting.remove(&a.key) {
+                hub.metrics.awaiting_answer.fetch_sub(1, Ordering::Relaxed);
                 done.push((w, a.result));
             }
         }
@@ -136,6 +144,7 @@ impl Pending {
             self.deadlines.pop_front();
             if let Some(w) = self.waiting.remove(&key) {
                 hub.metrics.answer_timeouts.fetch_add(1, Ordering::Relaxed);
+                hub.metrics.awaiting_answer.fetch_sub(1, Ordering::Relaxed);
                 let timeout = hub
                     .upstream()
                     .map(|up| up.answer_timeout())
@@ -150,5 +159,93 @@ impl Pending {
             }
         }
         done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use parking_lot::Mutex;
+
+    use super::*;
+    use crate::broker::publisher::{Done, HubLimits, Upstream};
+
+    const TIMEOUT: Duration = Duration::from_secs(1);
+
+    /// An upstream that answers only when told to.
+    #[derive(Default)]
+    struct Silent {
+        owed: Mutex<Vec<Done>>,
+    }
+
+    impl std::fmt::Debug for Silent {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Silent")
+        }
+    }
+
+    impl Upstream for Silent {
+        fn publish(&self, _: &[(&str, &[u8])]) -> Result<Vec<u64>, PublishError> {
+            Err(PublishError::Unavailable("silent".into()))
+        }
+        fn submit(&self, _: &[(&str, &[u8])], done: Done) -> Result<(), PublishError> {
+            self.owed.lock().push(done);
+            Ok(())
+        }
+        fn answer_timeout(&self) -> Duration {
+            TIMEOUT
+        }
+        fn health(&self) -> Result<(), String> {
+            Ok(())
+        }
+        fn render_metrics(&self, _: &mut String) {}
+        fn stop(&self) {}
+    }
+
+    fn waiter() -> Waiter {
+        Waiter {
+            conn: ConnId(0),
+            serial: 1,
+            kind: WaitKind::Http { lines: None },
+        }
+    }
+
+    #[test]
+    fn an_answer_after_the_timeout_is_dropped_and_leaves_no_work_behind() {
+        let upstream = Arc::new(Silent::default());
+        let (hub, _rx) = Hub::new(1, 16, HubLimits::default(), Some(upstream.clone()));
+        let publisher = Publisher { hub: Arc::new(hub) };
+        let hub = &publisher.hub;
+        let mut pending = Pending::default();
+        let start = Instant::now();
+        let items: &[(&str, &[u8])] = &[("t", b"1")];
+        pending
+            .submit(&publisher, 0, items, waiter(), start)
+            .expect("submitted");
+        assert!(pending.has_work());
+        assert_eq!(pending.next_deadline(), Some(start + TIMEOUT));
+        assert!(pending.resolved(start, hub).is_empty(), "not due yet");
+
+        let given_up = pending.resolved(start + TIMEOUT, hub);
+        assert!(matches!(
+            given_up.as_slice(),
+            [(_, Err(PublishError::Unavailable(m)))] if m.contains("may or may not")
+        ));
+        assert!(!pending.has_work());
+        assert_eq!(pending.next_deadline(), None);
+
+        // Redis answers after all: the worker must drain it (or it would never sleep again),
+        // and answer nobody.
+        for done in upstream.owed.lock().drain(..) {
+            done(Ok(vec![7]));
+        }
+        assert!(pending.has_work(), "a late answer is work");
+        assert!(pending.resolved(start + TIMEOUT * 2, hub).is_empty());
+        assert!(!pending.has_work());
+        let metrics = &hub.metrics;
+        assert_eq!(metrics.answer_timeouts.load(Ordering::Relaxed), 1);
+        assert_eq!(metrics.awaiting_answer.load(Ordering::Relaxed), 0);
     }
 }

@@ -49,7 +49,9 @@ pub enum PublishError {
     /// The broker is shutting down.
     ShuttingDown,
     /// The node cannot deliver it now: with `--redis`, the connection to Redis is down (the
-    /// message says why), or Redis refused the publication. Nothing was published; try again.
+    /// message says why), or Redis refused the publication: nothing was published; try again.
+    /// Or Redis did not answer in time, or the connection dropped while it was on its way: it
+    /// may or may not have been published (the message says so), and it was not retried.
     Unavailable(String),
 }
 

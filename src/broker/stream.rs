@@ -3,8 +3,9 @@
 //! error, or a success for a frame with an `id`, is answered in frame order.
 //!
 //! With `--redis` a frame's answer comes from Redis, later, while the frames after it are read.
-//! At most [`STREAM_WINDOW`] frames may wait for Redis; past it the connection is paused (its
-//! socket is not read, so TCP slows the publisher down) until answers come back.
+//! At most [`STREAM_WINDOW`] frames may wait for their answer (for Redis, or behind one that
+//! does); past it the connection is paused (its socket is not read, so TCP slows the publisher
+//! down) until answers bring it back under half the window.
 
 use std::collections::VecDeque;
 
@@ -38,6 +39,18 @@ impl StreamPublisher {
             pending: VecDeque::new(),
             next_ticket: 0,
             paused: false,
+        }
+    }
+
+    /// Takes the next frame's place in the order (`None`: waiting for Redis) and pauses reading
+    /// once the window is full. Answers already known count too: queued behind one waiting for
+    /// Redis, they would otherwise pile up without bound from a publisher sending bad frames.
+    fn queue(&mut self, slot: Option<Option<String>>, conn: ConnId, out: &mut Outbox<'_>) {
+        self.pending.push_back(slot);
+        self.next_ticket += 1;
+        if self.pending.len() >= STREAM_WINDOW && !self.paused {
+            self.paused = true;
+            out.pause_reading(conn);
         }
     }
 }
@@ -113,12 +126,7 @@ impl BrokerWorker {
             return self.answer_publisher(conn, Some(self.error_text(&e)), out);
         }
         if let Some(p) = self.stream_publisher(conn) {
-            p.pending.push_back(None);
-            p.next_ticket += 1;
-            if p.pending.len() >= STREAM_WINDOW && !p.paused {
-                p.paused = true;
-                out.pause_reading(conn);
-            }
+            p.queue(None, conn, out);
         }
     }
 
@@ -171,10 +179,7 @@ impl BrokerWorker {
         out: &mut Outbox<'_>,
     ) {
         match self.stream_publisher(conn) {
-            Some(p) if !p.pending.is_empty() => {
-                p.pending.push_back(Some(answer));
-                p.next_ticket += 1;
-            }
+            Some(p) if !p.pending.is_empty() => p.queue(Some(answer), conn, out),
             _ => {
                 if let Some(text) = answer {
                     out.send_text(conn, &text);

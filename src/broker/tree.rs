@@ -67,6 +67,10 @@ impl TopicTree {
         self.len
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Calls `found` for topics matching the valid pattern `pattern` (MQTT semantics), in
     /// level order, until it returns false or the budget runs out.
     pub fn matching(

@@ -4,7 +4,10 @@
 //! - Publishing on a node (local API, streaming publisher, [`crate::Publisher`], `tw_publish`)
 //!   runs one Lua script in Redis per publication (or per batch, all or nothing) that assigns
 //!   the topic's next seq, stores the publication as the topic's last value and publishes it on
-//!   the topic's channel, atomically. The publish returns once the script ran, with its seq.
+//!   the topic's channel, atomically. The publisher is answered once the script ran, with its
+//!   seq: a Rust or C caller's thread blocks for it ([`Upstream::publish`]); a worker thread
+//!   never does ([`Upstream::submit`]): it hands the publication over, serves its other
+//!   connections, and answers its client when the answer comes back as an event.
 //! - Every node pattern-subscribes to the feed's channels and feeds what arrives into its own
 //!   publish queues with the seq Redis gave it, dropping what is not newer than what it has. So
 //!   every node delivers the same messages with the same seqs in the same per-topic order, and a
@@ -13,7 +16,10 @@
 //!   late (or comes back) serves current snapshots.
 //! - While Redis is out of reach the node keeps serving its subscribers, answers `/healthz` with
 //!   503 and the reason, refuses publications ([`PublishError::Unavailable`]), and reconnects
-//!   with backoff; everything is counted in `/metrics` (`tickwire_redis_*`).
+//!   with backoff; everything is counted in `/metrics` (`tickwire_redis_*`). A Redis that hangs
+//!   is out of reach once a command or the subscription's ping goes unanswered for 2 s: what was
+//!   in flight is refused then (it may or may not have been published; nothing is retried), and
+//!   in any case after the answer timeout (`Config::redis_answer_timeout`).
 //!
 //! Threads: [`subscriber`] owns the link (connect, subscribe, reload, listen, reconnect);
 //! [`writer`] sends publications, pipelined. [`link`] is their shared state, [`wire`] the
@@ -41,9 +47,6 @@ use writer::{Reply, Request};
 
 /// Publications waiting for the writer, at most.
 const WRITER_QUEUE: usize = 65536;
-/// How long a publisher waits for Redis's answer before giving up on it (a worker thread never
-/// waits: it answers its client then, and ignores the late answer).
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long stopping waits for this node's last publications to come back from Redis.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -55,6 +58,10 @@ pub(crate) struct Redis {
     publish_sha: String,
     link: Arc<Link>,
     node_id: u64,
+    /// How long a publication's answer may take (`Config::redis_answer_timeout`): a thread
+    /// blocked in [`Upstream::publish`] gives up then, and a worker answers its client then
+    /// (see `broker::pending`) without ever having waited.
+    answer_timeout: Duration,
     requests: Sender<Request>,
     /// Taken by [`Redis::start`].
     writer_rx: Mutex<Option<Receiver<Request>>>,
@@ -73,7 +80,7 @@ impl std::fmt::Debug for Redis {
 
 impl Redis {
     /// Checks the URL; connects nothing yet.
-    pub fn new(url: &str, prefix: &str) -> Result<Arc<Redis>, String> {
+    pub fn new(url: &str, prefix: &str, answer_timeout: Duration) -> Result<Arc<Redis>, String> {
         let shown = redact_url(url);
         let client = redis::Client::open(url).map_err(|e| format!("redis URL '{shown}': {e}"))?;
         let (requests, writer_rx) = crossbeam_channel::bounded(WRITER_QUEUE);
@@ -84,6 +91,7 @@ impl Redis {
             link: Arc::new(Link::new(format!("redis: not connected yet to {shown}"))),
             url: shown,
             node_id: fastrand::u64(1..),
+            answer_timeout,
             requests,
             writer_rx: Mutex::new(Some(writer_rx)),
             threads: Mutex::new(Vec::new()),
@@ -131,18 +139,21 @@ impl Redis {
         &self.url
     }
 
-    /// Queues a packed command for the writer and waits for its reply.
+    /// Queues a packed command for the writer and blocks the calling thread until its reply
+    /// comes, at most the answer timeout. Never called on a worker thread: workers use
+    /// [`Upstream::submit`].
     fn call(&self, cmd: Vec<u8>) -> Result<Value, PublishError> {
         let (reply, answer) = crossbeam_channel::bounded(1);
         self.queue(cmd, Reply::Wait(reply))?;
-        match answer.recv_timeout(ANSWER_TIMEOUT) {
+        let timeout = self.answer_timeout;
+        match answer.recv_timeout(timeout) {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(reason)) => Err(refuse(&self.link, reason)),
             Err(_) => Err(refuse(
                 &self.link,
                 format!(
-                    "redis: no answer within {ANSWER_TIMEOUT:?} (the publication may or may not \
-                     have reached Redis)"
+                    "redis: no answer within {timeout:?} (the publication may or may not have \
+                     reached Redis)"
                 ),
             )),
         }
@@ -206,7 +217,7 @@ impl Upstream for Redis {
     }
 
     fn answer_timeout(&self) -> Duration {
-        ANSWER_TIMEOUT
+        self.answer_timeout
     }
 
     fn health(&self) -> Result<(), String> {
@@ -305,7 +316,8 @@ mod tests {
 
     #[test]
     fn a_bad_url_is_refused_with_the_password_hidden() {
-        let err = Redis::new("http://:secret@host", "tickwire").unwrap_err();
+        let err =
+            Redis::new("http://:secret@host", "tickwire", Duration::from_secs(5)).unwrap_err();
         assert!(err.contains("redis URL"), "{err}");
         assert!(!err.contains("secret"), "{err}");
     }

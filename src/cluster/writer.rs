@@ -1,9 +1,15 @@
 //! The writer thread: carries publications to Redis, many per round trip.
 //!
-//! Publishers (local API handlers on worker threads, Rust and C callers on theirs) pack their
-//! script call on their own thread and queue it here. This thread takes everything waiting,
-//! sends it as one pipeline on the command connection, and hands each caller the reply to its
-//! own call: a hundred publishers at once wait about one round trip, not a hundred.
+//! Publishers pack their script call on their own thread and queue it here: worker threads
+//! (local API, streaming publishers) with a callback that hands the reply back to the worker,
+//! without waiting; Rust and C callers with a channel they block on. This thread takes
+//! everything waiting, sends it as one pipeline on the command connection, and hands each caller
+//! the reply to its own call: a hundred publishers at once wait about one round trip, not a
+//! hundred.
+//!
+//! Only this thread does I/O on the command connection while the link is up, holding its lock
+//! meanwhile; publishers never take that lock. A Redis that does not answer within the command
+//! timeout (2 s) fails the whole pipeline and takes the link down.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,16 +95,8 @@ fn execute(link: &Link, batch: &mut Vec<Request>) {
     for r in batch.iter() {
         packed.extend_from_slice(&r.cmd);
     }
-    let replies = match conn.req_packed_commands(&packed, 0, batch.len()) {
-        Ok(replies) if replies.len() == batch.len() => replies,
-        Ok(replies) => {
-            let reason = format!(
-                "redis: {} replies to a pipeline of {}",
-                replies.len(),
-                batch.len()
-            );
-            return fail(link, &mut slot, batch, reason);
-        }
+    let replies = match pipeline(conn, &packed, batch.len()) {
+        Ok(replies) => replies,
         Err(e) => return fail(link, &mut slot, batch, describe(&e)),
     };
     // NOSCRIPT: someone flushed Redis's script cache (the script did not run). Load it again
@@ -129,6 +127,27 @@ fn execute(link: &Link, batch: &mut Vec<Request>) {
             Err(e) => return fail(link, &mut slot, &mut vec![r], describe(&e)),
         }
     }
+}
+
+/// Writes `count` packed commands at once and reads their replies, giving up at the first
+/// failure. (redis-rs's `req_packed_commands` reads on after a timed-out reply, waiting the
+/// command timeout once more for every command left: a Redis that hangs would keep this thread,
+/// and the command connection's lock, for `count` times 2 s.)
+fn pipeline(
+    conn: &mut redis::Connection,
+    packed: &[u8],
+    count: usize,
+) -> redis::RedisResult<Vec<Value>> {
+    conn.send_packed_command(packed)?;
+    let mut replies = Vec::with_capacity(count);
+    while replies.len() < count {
+        match conn.recv_response()? {
+            // Out-of-band data (RESP3 only; this connection speaks RESP2): not a reply.
+            Value::Push { .. } => continue,
+            reply => replies.push(reply),
+        }
+    }
+    Ok(replies)
 }
 
 fn is_noscript(v: &Value) -> bool {

@@ -89,9 +89,29 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGSTOP: Redis hangs the way an overloaded or swapping host does. Its connections stay
+    /// open and take what is sent (the kernel buffers it), but nothing is answered until the
+    /// returned guard resumes it (SIGCONT), explicitly or when dropped.
+    pub fn freeze(&self) -> Frozen {
+        let pid = self.pid().expect("redis-server is running");
+        assert!(signal(pid, "-STOP"), "kill -STOP {pid} failed");
+        Frozen {
+            pid,
+            since: Instant::now(),
+            resumed: false,
+        }
+    }
+
     /// SIGKILL: Redis vanishes the way a crashed host does.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // A stopped process dies of SIGKILL too, but leave nothing stopped on any path.
+            signal(child.id(), "-CONT");
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -107,6 +127,43 @@ impl Drop for RedisServer {
             }
         }
     }
+}
+
+/// A frozen (SIGSTOPped) redis-server; resumed with SIGCONT when dropped, so that a failing
+/// test never leaves it stopped.
+pub struct Frozen {
+    pid: u32,
+    /// When it was stopped.
+    pub since: Instant,
+    resumed: bool,
+}
+
+impl Frozen {
+    /// SIGCONT; returns the moment just before it was sent.
+    pub fn resume(&mut self) -> Instant {
+        let at = Instant::now();
+        if !std::mem::replace(&mut self.resumed, true) {
+            assert!(signal(self.pid, "-CONT"), "kill -CONT {} failed", self.pid);
+        }
+        at
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        // Maybe while a failed assertion unwinds: no second panic here.
+        if !self.resumed {
+            signal(self.pid, "-CONT");
+        }
+    }
+}
+
+/// `kill -SIG pid`; whether it was delivered.
+fn signal(pid: u32, sig: &str) -> bool {
+    Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// A port that was free a moment ago (the kernel's pick for port 0).
