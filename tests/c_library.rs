@@ -6,8 +6,8 @@
 //!
 //! Every program is started with a time limit and killed if it outlives it.
 
-#[cfg(feature = "redis")]
 mod util;
+#[cfg(feature = "redis")]
 use util::redis as redis_server;
 
 use std::collections::HashMap;
