@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the fan-out sweep and plots it to docs/fanout.png (matplotlib in a venv under target/).
-# Usage: benches/plot.sh [--quick]
+# Usage: benches/plot.sh [--quick] [other fanout flags, e.g. --servers tickwire,uws]
+# PLOT_OUT=FILE writes the picture there instead of docs/fanout.png (the CSV is always
+# target/fanout/sweep.csv).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/target/plot-venv"
@@ -11,4 +13,4 @@ fi
 csv="$root/target/fanout/sweep.csv"
 cd "$root"
 cargo bench --bench fanout -- --sweep --csv "$csv" "$@"
-"$venv/bin/python" "$root/benches/plot_fanout.py" "$csv" "$root/docs/fanout.png"
+"$venv/bin/python" "$root/benches/plot_fanout.py" "$csv" "${PLOT_OUT:-$root/docs/fanout.png}"

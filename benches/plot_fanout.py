@@ -14,7 +14,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLORS = {"tickwire": "#1f77b4", "tokio": "#d62728", "node": "#2ca02c", "ceiling": "#7f7f7f"}
+COLORS = {"tickwire": "#1f77b4", "tokio": "#d62728", "node": "#2ca02c", "ceiling": "#7f7f7f",
+          "uws": "#9467bd", "uws-defer": "#9467bd", "uws-cork": "#8c564b"}
+# The ceiling is a bound, the uws variants are explanations (BENCHMARKS.md): not drawn solid.
+STYLES = {"ceiling": "--", "uws-defer": ":", "uws-cork": "-."}
 
 
 def main(path, out):
@@ -27,12 +30,12 @@ def main(path, out):
         rows.sort(key=lambda r: int(r["subscribers"]))
         x = [int(r["subscribers"]) for r in rows]
         left.plot(x, [float(r["deliveries_per_sec"]) / 1e6 for r in rows], marker="o",
-                  label=server, color=COLORS.get(server), linestyle="--" if server == "ceiling" else "-")
+                  label=server, color=COLORS.get(server), linestyle=STYLES.get(server, "-"))
     for server, rows in series["sweep-100k"].items():
         rows.sort(key=lambda r: int(r["subscribers"]))
         x = [int(r["subscribers"]) for r in rows]
         right.plot(x, [int(r["p99_us"]) / 1000 for r in rows], marker="o",
-                   label=server, color=COLORS.get(server), linestyle="--" if server == "ceiling" else "-")
+                   label=server, color=COLORS.get(server), linestyle=STYLES.get(server, "-"))
     left.set(xscale="log", xlabel="subscribers (one topic, broadcast)", ylabel="deliveries/s (millions)",
              title="Max rate: deliveries per second")
     right.set(xscale="log", yscale="log", xlabel="subscribers (one topic, broadcast)",
