@@ -34,8 +34,8 @@
 //! node with two through Redis; `--servers tickwire,uws` runs only the servers named;
 //! `--window N` lets at most N publications (default 200) be on their way at max rate;
 //! `--syscalls` counts the server's write system calls over the publishing window with `perf
-//! stat` tracepoints (the `wr/deliv` column: how many deliveries each write carried); `--csv
-//! FILE` writes every row as CSV too.
+//! stat` tracepoints (the `wr/deliv` column: write calls per delivery); `--csv FILE` writes
+//! every row as CSV too.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -427,7 +427,9 @@ fn node_peer_dir() -> std::path::PathBuf {
 }
 
 fn peer_dir(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("benches/peers")
+        .join(name)
 }
 
 /// Installs the uWebSockets.js peer's package (pinned in package-lock.json) on first use and
@@ -438,7 +440,10 @@ fn prepare_uws_peer() -> Result<(), String> {
     if Command::new("node").arg("--version").output().is_err() {
         return Err("node is not installed".into());
     }
-    if !dir.join("node_modules/@trufflesuite/uws-js-unofficial").is_dir() {
+    if !dir
+        .join("node_modules/@trufflesuite/uws-js-unofficial")
+        .is_dir()
+    {
         // The native addon ships inside the package: no install scripts, and the optional
         // dependencies only serve the `ws` fallback this peer refuses to use.
         let status = Command::new("npm")
@@ -1053,7 +1058,15 @@ fn start_syscall_count(pids: &[u32]) -> Option<Child> {
         .collect();
     let pids: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
     let child = Command::new("perf")
-        .args(["stat", "-x", ",", "-e", &events.join(","), "-p", &pids.join(",")])
+        .args([
+            "stat",
+            "-x",
+            ",",
+            "-e",
+            &events.join(","),
+            "-p",
+            &pids.join(","),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -1274,7 +1287,8 @@ fn write_csv(path: &str, rows: &[Row]) -> io::Result<()> {
             r.losses,
             r.order_violations,
             r.rss_per_conn,
-            r.writes_per_delivery.map_or(String::new(), |w| format!("{w:.4}"))
+            r.writes_per_delivery
+                .map_or(String::new(), |w| format!("{w:.4}"))
         ));
     }
     if let Some(dir) = Path::new(path).parent() {
@@ -1330,25 +1344,31 @@ fn main() {
         }
         vec![Kind::Tickwire, Kind::Cluster]
     } else {
+        // `--servers tickwire,uws`: only those (by the names in the tables); without it, every
+        // server but `uws-cork` (a control that only shows `ws.cork` changes nothing). A Node
+        // peer not asked for is not installed either.
+        let servers = value("--servers");
+        let wanted = |k: Kind| {
+            servers.as_deref().map_or(k != Kind::UwsCork, |list| {
+                list.split(',').any(|n| n == k.name())
+            })
+        };
         let mut kinds = vec![Kind::Tickwire, Kind::Tokio];
-        match prepare_node_peer() {
-            Ok(()) => kinds.push(Kind::Node),
-            Err(why) => println!("node peer skipped: {why}"),
+        if wanted(Kind::Node) {
+            match prepare_node_peer() {
+                Ok(()) => kinds.push(Kind::Node),
+                Err(why) => println!("node peer skipped: {why}"),
+            }
         }
-        match prepare_uws_peer() {
-            Ok(()) => kinds.extend([Kind::Uws, Kind::UwsDefer, Kind::UwsCork]),
-            Err(why) => println!("uws peer skipped: {why}"),
+        let uws = [Kind::Uws, Kind::UwsDefer, Kind::UwsCork];
+        if uws.iter().any(|&k| wanted(k)) {
+            match prepare_uws_peer() {
+                Ok(()) => kinds.extend(uws),
+                Err(why) => println!("uws peer skipped: {why}"),
+            }
         }
         kinds.push(Kind::Ceiling);
-        // `--servers tickwire,uws`: only those (by the names in the tables).
-        // Without it, every server but `uws-cork` (a control that only shows `ws.cork` changes
-        // nothing).
-        if let Some(names) = value("--servers") {
-            let names: Vec<&str> = names.split(',').collect();
-            kinds.retain(|k| names.contains(&k.name()));
-        } else {
-            kinds.retain(|&k| k != Kind::UwsCork);
-        }
+        kinds.retain(|&k| wanted(k));
         kinds
     };
     println!(
@@ -1411,7 +1431,11 @@ fn main() {
                 row.generator_cpu, row.rss_per_conn, row.losses, row.order_violations
             );
             if let Some(w) = row.writes_per_delivery {
-                println!("  {:<10} {w:.3} write calls per delivery ({:.1} deliveries per write)", kind.name(), 1.0 / w);
+                println!(
+                    "  {:<10} {w:.3} write calls per delivery ({:.1} deliveries per write)",
+                    kind.name(),
+                    1.0 / w
+                );
             }
             rows.push(row);
         }
