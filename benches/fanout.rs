@@ -10,6 +10,15 @@
 //!   peer a Rust user would write;
 //! - `node`: a Node.js `ws` server (`benches/peers/node/server.js`, installed with `npm ci` on
 //!   first use; skipped with a message when node or npm is missing);
+//! - `uws`: a uWebSockets.js server on Node (`benches/peers/uws/server.js`, the npm package
+//!   `@trufflesuite/uws-js-unofficial` 20.30.0-unofficial.0 pinned in its package-lock and
+//!   installed with `npm ci` on first use; skipped with a message when node or npm is missing or
+//!   its native addon does not load): one `app.publish(topic, text)` per publication, as a user
+//!   writes it;
+//! - `uws-defer`: the same server publishing each read's publications from `setImmediate`, outside
+//!   uWS's data handler (`--defer`): the variant that explains the broadcast figure
+//!   (BENCHMARKS.md, "uWebSockets.js"); `uws-cork` (each publish in the publisher's `ws.cork()`,
+//!   which changes nothing) runs only when named with `--servers`;
 //! - `ceiling`: a plain mio TCP server in this executable (`--ceiling-server`) writing the same
 //!   pre-encoded frames with no WebSocket work: the most any broker could reach here;
 //! - with `--redis` instead of the peers, `tw-redis`: two tickwire nodes sharing one feed
@@ -22,7 +31,11 @@
 //! `cargo bench --bench fanout -- --quick` (a few seconds per scenario, smaller counts) or
 //! without `--quick` for the full sizes; `--only S1` runs one scenario; `--sweep` runs the
 //! broadcast at growing subscriber counts (the plot in BENCHMARKS.md); `--redis` compares one
-//! node with two through Redis; `--csv FILE` writes every row as CSV too.
+//! node with two through Redis; `--servers tickwire,uws` runs only the servers named;
+//! `--window N` lets at most N publications (default 200) be on their way at max rate;
+//! `--syscalls` counts the server's write system calls over the publishing window with `perf
+//! stat` tracepoints (the `wr/deliv` column: write calls per delivery); `--csv FILE` writes
+//! every row as CSV too.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -53,6 +66,8 @@ struct Scenario {
     seconds: u64,
     /// Idle connections only (memory per connection).
     idle: bool,
+    /// At max rate, publications on their way at most (`WINDOW` unless `--window N`).
+    window: u64,
 }
 
 /// At max rate, how many publications may be published and not yet received everywhere.
@@ -75,6 +90,7 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
         rate,
         seconds: secs,
         idle: false,
+        window: WINDOW,
     };
     // The fixed rates are what every server here sustains: the same work for each, so CPU per
     // delivery compares like with like (S1f: 100 deliveries per publication per 1,000
@@ -94,6 +110,7 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
             rate: None,
             seconds: 0,
             idle: true,
+            window: WINDOW,
         },
     ]
 }
@@ -120,6 +137,7 @@ fn sweep(quick: bool) -> Vec<Scenario> {
                 rate,
                 seconds: if quick { 2 } else { 5 },
                 idle: false,
+                window: WINDOW,
             });
         }
     }
@@ -136,6 +154,12 @@ enum Kind {
     Tokio,
     /// Node.js with the `ws` package.
     Node,
+    /// uWebSockets.js (native addon on Node), `app.publish` per publication.
+    Uws,
+    /// The same, publishing from `setImmediate` instead of inside the publisher's data handler.
+    UwsDefer,
+    /// The same with each `app.publish` inside the publisher's `ws.cork()` (only with `--servers`).
+    UwsCork,
     Ceiling,
     /// Two tickwire nodes sharing one feed through redis-server (`--redis`).
     Cluster,
@@ -147,6 +171,9 @@ impl Kind {
             Kind::Tickwire => "tickwire",
             Kind::Tokio => "tokio",
             Kind::Node => "node",
+            Kind::Uws => "uws",
+            Kind::UwsDefer => "uws-defer",
+            Kind::UwsCork => "uws-cork",
             Kind::Ceiling => "ceiling",
             Kind::Cluster => "tw-redis",
         }
@@ -195,6 +222,16 @@ impl Server {
             Kind::Node => {
                 let mut c = Command::new("node");
                 c.arg(node_peer_dir().join("server.js"));
+                c
+            }
+            Kind::Uws | Kind::UwsDefer | Kind::UwsCork => {
+                let mut c = Command::new("node");
+                c.arg(peer_dir("uws").join("server.js"));
+                match kind {
+                    Kind::UwsDefer => c.arg("--defer"),
+                    Kind::UwsCork => c.arg("--cork"),
+                    _ => &mut c,
+                };
                 c
             }
         };
@@ -386,7 +423,49 @@ fn pin_self(core: usize) {
 }
 
 fn node_peer_dir() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers/node")
+    peer_dir("node")
+}
+
+fn peer_dir(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("benches/peers")
+        .join(name)
+}
+
+/// Installs the uWebSockets.js peer's package (pinned in package-lock.json) on first use and
+/// checks that its native addon loads (the package would otherwise fall back to an emulation on
+/// top of `ws`, which is not what this row claims to measure). `Err` says why it cannot run.
+fn prepare_uws_peer() -> Result<(), String> {
+    let dir = peer_dir("uws");
+    if Command::new("node").arg("--version").output().is_err() {
+        return Err("node is not installed".into());
+    }
+    if !dir
+        .join("node_modules/@trufflesuite/uws-js-unofficial")
+        .is_dir()
+    {
+        // The native addon ships inside the package: no install scripts, and the optional
+        // dependencies only serve the `ws` fallback this peer refuses to use.
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--silent"])
+            .args(["--omit=optional", "--ignore-scripts"])
+            .current_dir(&dir)
+            .status()
+            .map_err(|e| format!("npm could not run: {e}"))?;
+        if !status.success() {
+            return Err(format!("npm ci failed in {}: {status}", dir.display()));
+        }
+    }
+    let out = Command::new("node")
+        .arg(dir.join("server.js"))
+        .arg("--check")
+        .output()
+        .map_err(|e| format!("node could not run: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
 }
 
 /// Installs the Node peer's `ws` package (pinned in package-lock.json) on first use. `Err`
@@ -893,7 +972,7 @@ impl Feed {
             while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
         });
         let sc = self.sc;
-        let window: u64 = WINDOW * self.per_topic.iter().sum::<u64>() / sc.topics.max(1) as u64;
+        let window: u64 = sc.window * self.per_topic.iter().sum::<u64>() / sc.topics.max(1) as u64;
         let pad = "x".repeat(60); // about 120 bytes of payload with the rest
         let mut n: u64 = 0;
         let mut owed: u64 = 0;
@@ -963,9 +1042,61 @@ struct Row {
     losses: u64,
     order_violations: u64,
     rss_per_conn: f64,
+    /// With `--syscalls`: the server's write, writev, sendto and sendmsg calls over the publishing
+    /// window, per delivery.
+    writes_per_delivery: Option<f64>,
 }
 
-fn run(kind: Kind, sc: Scenario, cores: Cores) -> Row {
+/// The system calls that put bytes on a socket (every server here uses one of them).
+const WRITE_CALLS: [&str; 4] = ["write", "writev", "sendto", "sendmsg"];
+
+/// `perf stat` counting the write system calls of `pids` until it is stopped with SIGINT.
+fn start_syscall_count(pids: &[u32]) -> Option<Child> {
+    let events: Vec<String> = WRITE_CALLS
+        .iter()
+        .map(|c| format!("syscalls:sys_enter_{c}"))
+        .collect();
+    let pids: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
+    let child = Command::new("perf")
+        .args([
+            "stat",
+            "-x",
+            ",",
+            "-e",
+            &events.join(","),
+            "-p",
+            &pids.join(","),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    // Let it attach before the window starts.
+    thread::sleep(Duration::from_millis(300));
+    Some(child)
+}
+
+/// Stops the `perf stat` started above and adds up what it counted (None if it could not).
+fn stop_syscall_count(mut child: Child) -> Option<u64> {
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let mut text = String::new();
+    child.stderr.take()?.read_to_string(&mut text).ok()?;
+    let _ = child.wait();
+    let mut total = 0;
+    let mut seen = 0;
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split(',').collect();
+        if fields.len() > 2 && fields[2].starts_with("syscalls:sys_enter_") {
+            total += fields[0].parse::<u64>().ok()?;
+            seen += 1;
+        }
+    }
+    (seen == WRITE_CALLS.len()).then_some(total)
+}
+
+fn run(kind: Kind, sc: Scenario, cores: Cores, syscalls: bool) -> Row {
     let server = Server::start(kind, cores);
     let mut poll = Poll::new().expect("poll");
     thread::sleep(Duration::from_millis(200));
@@ -993,10 +1124,22 @@ fn run(kind: Kind, sc: Scenario, cores: Cores) -> Row {
         order_violations: 0,
         rss_per_conn: (rss_after.saturating_sub(rss_before) as f64 * 1024.0)
             / sc.subscribers as f64,
+        writes_per_delivery: None,
     };
     if sc.idle {
         return row;
     }
+    // Attached before anything is published, so it counts every write of the window.
+    let counter = if syscalls {
+        let pids: Vec<u32> = server.children.iter().map(|c| c.id()).collect();
+        let counter = start_syscall_count(&pids);
+        if counter.is_none() {
+            println!("  --syscalls: perf could not start; no write counts");
+        }
+        counter
+    } else {
+        None
+    };
     let mut tally = Tally::default();
     let stop = Arc::new(AtomicBool::new(false));
     let accounted = Accounted::default();
@@ -1030,6 +1173,13 @@ fn run(kind: Kind, sc: Scenario, cores: Cores) -> Row {
     let wall = window.elapsed().as_secs_f64();
     let (cpu1, _) = server.usage();
     let (gen1, _) = proc_usage(std::process::id());
+    // Deliveries counted over the same window as the writes (the counter starts a little
+    // before and stops a little after it: a few more writes than deliveries in the window).
+    if let Some(writes) = counter.and_then(stop_syscall_count) {
+        if tally.deliveries > 0 {
+            row.writes_per_delivery = Some(writes as f64 / tally.deliveries as f64);
+        }
+    }
     stop.store(true, Ordering::Relaxed);
     row.published = feeder.join().unwrap_or(0);
     let mut lat = std::mem::take(&mut tally.latencies_us);
@@ -1057,17 +1207,17 @@ fn run(kind: Kind, sc: Scenario, cores: Cores) -> Row {
 
 fn print_table(rows: &[Row]) {
     println!(
-        "\n{:<5} {:<8} {:>6} {:>7} {:>8} {:>10} {:>9} {:>5} {:>5} {:>8} {:>6} {:>6} {:>7} {:>7} {:>6} {:>5} {:>8}",
+        "\n{:<5} {:<10} {:>6} {:>7} {:>8} {:>10} {:>9} {:>5} {:>5} {:>8} {:>6} {:>6} {:>7} {:>7} {:>6} {:>5} {:>8} {:>8}",
         "sc", "server", "subs", "rate", "setup/s", "deliv/s", "published", "srv%", "gen%",
-        "ns/deliv", "p50us", "p99us", "p999us", "maxus", "losses", "order", "rss/conn"
+        "ns/deliv", "p50us", "p99us", "p999us", "maxus", "losses", "order", "rss/conn", "wr/deliv"
     );
     for r in rows {
         println!(
-            "{:<5} {:<8} {:>6} {:>7} {:>8.0} {:>10.0} {:>9} {:>5.0} {:>5.0} {:>8.0} {:>6} {:>6} {:>7} {:>7} {:>6} {:>5} {:>8.0}",
+            "{:<5} {:<10} {:>6} {:>7} {:>8.0} {:>10.0} {:>9} {:>5.0} {:>5.0} {:>8.0} {:>6} {:>6} {:>7} {:>7} {:>6} {:>5} {:>8.0} {:>8}",
             r.scenario, r.server.name(), r.subscribers, r.rate.map_or("max".into(), |r| r.to_string()),
             r.setup_per_sec, r.deliveries_per_sec, r.published, r.server_cpu, r.generator_cpu,
             r.ns_per_delivery, r.p50, r.p99, r.p999, r.max, r.losses, r.order_violations,
-            r.rss_per_conn
+            r.rss_per_conn, r.writes_per_delivery.map_or("-".into(), |w| format!("{w:.3}"))
         );
     }
 }
@@ -1087,7 +1237,15 @@ fn print_ratios(rows: &[Row]) {
             continue;
         };
         let mut line = format!("{sc:<5} {subs:>6} subs:");
-        for peer in [Kind::Tokio, Kind::Node, Kind::Ceiling, Kind::Cluster] {
+        for peer in [
+            Kind::Tokio,
+            Kind::Node,
+            Kind::Uws,
+            Kind::UwsDefer,
+            Kind::UwsCork,
+            Kind::Ceiling,
+            Kind::Cluster,
+        ] {
             let Some(p) = of(peer) else { continue };
             let (a, b) = if sc == "S4" {
                 (tw.rss_per_conn, p.rss_per_conn)
@@ -1107,11 +1265,11 @@ fn print_ratios(rows: &[Row]) {
 fn write_csv(path: &str, rows: &[Row]) -> io::Result<()> {
     let mut out = String::from(
         "scenario,server,subscribers,rate,setup_per_sec,deliveries_per_sec,published,server_cpu_pct,\
-         generator_cpu_pct,ns_per_delivery,p50_us,p99_us,p999_us,max_us,losses,order_violations,rss_per_conn_bytes\n",
+         generator_cpu_pct,ns_per_delivery,p50_us,p99_us,p999_us,max_us,losses,order_violations,rss_per_conn_bytes,writes_per_delivery\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "{},{},{},{},{:.0},{:.0},{},{:.1},{:.1},{:.1},{},{},{},{},{},{},{:.0}\n",
+            "{},{},{},{},{:.0},{:.0},{},{:.1},{:.1},{:.1},{},{},{},{},{},{},{:.0},{}\n",
             r.scenario,
             r.server.name(),
             r.subscribers,
@@ -1128,7 +1286,9 @@ fn write_csv(path: &str, rows: &[Row]) -> io::Result<()> {
             r.max,
             r.losses,
             r.order_violations,
-            r.rss_per_conn
+            r.rss_per_conn,
+            r.writes_per_delivery
+                .map_or(String::new(), |w| format!("{w:.4}"))
         ));
     }
     if let Some(dir) = Path::new(path).parent() {
@@ -1161,6 +1321,7 @@ fn main() {
             .cloned()
     };
     let quick = flag("--quick");
+    let syscalls = flag("--syscalls");
     let only = value("--only");
     // Read before pinning, which narrows what this process sees.
     let ncores = thread::available_parallelism().map_or(1, |n| n.get());
@@ -1183,12 +1344,31 @@ fn main() {
         }
         vec![Kind::Tickwire, Kind::Cluster]
     } else {
+        // `--servers tickwire,uws`: only those (by the names in the tables); without it, every
+        // server but `uws-cork` (a control that only shows `ws.cork` changes nothing). A Node
+        // peer not asked for is not installed either.
+        let servers = value("--servers");
+        let wanted = |k: Kind| {
+            servers.as_deref().map_or(k != Kind::UwsCork, |list| {
+                list.split(',').any(|n| n == k.name())
+            })
+        };
         let mut kinds = vec![Kind::Tickwire, Kind::Tokio];
-        match prepare_node_peer() {
-            Ok(()) => kinds.push(Kind::Node),
-            Err(why) => println!("node peer skipped: {why}"),
+        if wanted(Kind::Node) {
+            match prepare_node_peer() {
+                Ok(()) => kinds.push(Kind::Node),
+                Err(why) => println!("node peer skipped: {why}"),
+            }
+        }
+        let uws = [Kind::Uws, Kind::UwsDefer, Kind::UwsCork];
+        if uws.iter().any(|&k| wanted(k)) {
+            match prepare_uws_peer() {
+                Ok(()) => kinds.extend(uws),
+                Err(why) => println!("uws peer skipped: {why}"),
+            }
         }
         kinds.push(Kind::Ceiling);
+        kinds.retain(|&k| wanted(k));
         kinds
     };
     println!(
@@ -1207,7 +1387,10 @@ fn main() {
         scenarios(quick)
     };
     let mut rows = Vec::new();
-    for sc in list {
+    for mut sc in list {
+        if let Some(w) = value("--window").and_then(|w| w.parse().ok()) {
+            sc.window = w;
+        }
         if only.as_deref().is_some_and(|o| o != sc.name) {
             continue;
         }
@@ -1218,7 +1401,7 @@ fn main() {
             sc.topics,
             sc.topics_per_subscriber,
             sc.rate
-                .map_or(format!("max (window {WINDOW})"), |r| format!("{r}/s")),
+                .map_or(format!("max (window {})", sc.window), |r| format!("{r}/s")),
             sc.seconds,
             if sc.idle {
                 " (idle: memory per connection)"
@@ -1227,10 +1410,14 @@ fn main() {
             }
         );
         for &kind in &kinds {
-            let row = run(kind, sc, cores);
+            // The variants differ from `uws` only in how they publish: nothing to see when idle.
+            if sc.idle && matches!(kind, Kind::UwsDefer | Kind::UwsCork) {
+                continue;
+            }
+            let row = run(kind, sc, cores, syscalls);
             if sc.idle {
                 println!(
-                    "  {:<8} {:>6.0} connections/s set up, {:.0} B RSS/conn",
+                    "  {:<10} {:>6.0} connections/s set up, {:.0} B RSS/conn",
                     kind.name(),
                     row.setup_per_sec,
                     row.rss_per_conn
@@ -1239,10 +1426,17 @@ fn main() {
                 continue;
             }
             println!(
-                "  {:<8} {:>9.0} deliveries/s, {:>5.0} ns/delivery, p99 {} us, server {:.0}% / generator {:.0}% CPU, {:.0} B RSS/conn, {} losses, {} order",
+                "  {:<10} {:>9.0} deliveries/s, {:>5.0} ns/delivery, p99 {} us, server {:.0}% / generator {:.0}% CPU, {:.0} B RSS/conn, {} losses, {} order",
                 kind.name(), row.deliveries_per_sec, row.ns_per_delivery, row.p99, row.server_cpu,
                 row.generator_cpu, row.rss_per_conn, row.losses, row.order_violations
             );
+            if let Some(w) = row.writes_per_delivery {
+                println!(
+                    "  {:<10} {w:.3} write calls per delivery ({:.1} deliveries per write)",
+                    kind.name(),
+                    1.0 / w
+                );
+            }
             rows.push(row);
         }
     }
