@@ -20,7 +20,7 @@ const DEFAULTS = {
   maxDelay: 30_000, // backoff cap
   stableAfter: 10_000, // a connection open this long resets the backoff
   connectTimeout: 10_000,
-  pingInterval: 15_000,
+  pingInterval: 15_000, // 0 turns pings off
   pongTimeout: 10_000,
   refreshBefore: 30_000, // getToken() this long before the token's exp
   maxBufferedAmount: 64 * 1024, // hold requests while the socket has more than this unsent
@@ -32,6 +32,7 @@ const DEFAULTS = {
 // for a wide wildcard could exceed that, so it is cut at this size and the rest get snapshots.
 const SINCE_BUDGET = 48 * 1024;
 const RATE_LIMIT_RETRY = 1000; // the server's request limit is per second
+const MAX_TIMER_DELAY = 2 ** 31 - 1;
 
 /**
  * Connect to a tickwire broker. The connection starts on the next microtask, so listeners
@@ -291,7 +292,7 @@ export class TickwireClient {
     this._openedAt = this._timers.now();
     this._setState("open");
     this._sync();
-    this._arm("ping", this._o.pingInterval, () => this._ping());
+    if (this._o.pingInterval > 0) this._arm("ping", this._o.pingInterval, () => this._ping());
     this._scheduleRefresh(jwtExp(this._token));
   }
 
@@ -629,7 +630,10 @@ export class TickwireClient {
 
   _arm(name, ms, fn) {
     this._clear(name);
-    this._timer[name] = this._timers.setTimeout(() => { this._timer[name] = null; fn(); }, ms);
+    // Timers take a 32-bit delay and fire at once past it: a token valid for a month must not
+    // make the refresh run immediately.
+    const delay = Math.min(ms, MAX_TIMER_DELAY);
+    this._timer[name] = this._timers.setTimeout(() => { this._timer[name] = null; fn(); }, delay);
   }
 
   _clear(name) {
