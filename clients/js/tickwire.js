@@ -77,7 +77,10 @@ export function applyMergePatch(target, patch) {
   for (const key of Object.keys(patch)) {
     if (patch[key] === null) delete out[key];
     // defineProperty, so a "__proto__" key in the data stays a key and never a prototype
-    else Object.defineProperty(out, key, { value: applyMergePatch(out[key], patch[key]), enumerable: true, writable: true, configurable: true });
+    else {
+      const value = applyMergePatch(out[key], patch[key]);
+      Object.defineProperty(out, key, { value, enumerable: true, writable: true, configurable: true });
+    }
   }
   return out;
 }
@@ -272,7 +275,8 @@ export class TickwireClient {
     ws.onopen = () => this._onOpen();
     ws.onmessage = (ev) => this._onFrame(ev);
     ws.onclose = (ev) => {
-      this._emit("error", tickwireError("disconnected", `connection closed (${ev.code}${ev.reason ? ` ${ev.reason}` : ""})`, { closeCode: ev.code, reason: ev.reason }));
+      const why = `connection closed (${ev.code}${ev.reason ? ` ${ev.reason}` : ""})`;
+      this._emit("error", tickwireError("disconnected", why, { closeCode: ev.code, reason: ev.reason }));
       this._drop();
     };
     ws.onerror = () => {}; // a close event follows and carries what is known
@@ -351,7 +355,7 @@ export class TickwireClient {
     queueMicrotask(() => { this._syncQueued = false; this._sync(); });
   }
 
-  /** Send a subscribe for every pattern not yet (being) subscribed on this connection: one request per option set. */
+  /** Subscribe every pattern not yet (being) subscribed on this connection, one request per option set. */
   _sync() {
     if (!this._isOpen()) return; // _onOpen syncs everything
     const groups = new Map();
@@ -375,7 +379,7 @@ export class TickwireClient {
     const id = this._request(frame, { op: "subscribe", patterns });
     for (const entry of list) {
       if (id) entry.requestId = id;
-      else this._fail(entry, tickwireError("queue_overflow", "request queue full; subscription dropped", { topics: [entry.pattern] }));
+      else this._fail(entry, tickwireError("queue_overflow", "request queue full", { topics: [entry.pattern] }));
     }
   }
 
@@ -402,7 +406,8 @@ export class TickwireClient {
     // A pattern new to this subscription may match topics the client already follows through
     // another one; the server does not resend those, so the cache gives it their current data.
     for (const [topic, st] of this._topics) {
-      if (sub.active && matchTopic(sub.pattern, topic)) this._call(sub, { topic, seq: st.seq, data: st.data, snapshot: true });
+      if (!matchTopic(sub.pattern, topic)) continue;
+      this._call(sub, { topic, seq: st.seq, data: st.data, snapshot: true });
     }
   }
 
