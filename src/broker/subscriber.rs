@@ -138,7 +138,7 @@ impl BrokerWorker {
             return;
         }
         let result = parsed.and_then(|req| match req {
-            protocol::Request::Subscribe { topics, id } => self.subscribe(conn, topics, id, out),
+            protocol::Request::Subscribe(s) => self.subscribe(conn, s.topics, s.id, out),
             protocol::Request::Unsubscribe { topics, id } => {
                 self.unsubscribe(conn, topics, id, out)
             }
@@ -146,6 +146,11 @@ impl BrokerWorker {
                 out.send_text(conn, &protocol::pong(id.as_deref()));
                 Ok(())
             }
+            protocol::Request::Auth { id, .. } => Err(ClientError::new(
+                ErrorCode::BadRequest,
+                "tokens are not configured on this server: subscribe without one",
+                id,
+            )),
         });
         if let Err(e) = result {
             self.send_error(conn, &e, out);
