@@ -208,10 +208,10 @@ impl Broker {
             .map(|r| r as Arc<dyn broker::publisher::Upstream>);
         #[cfg(not(feature = "redis"))]
         let upstream = None;
-        let (hub, receivers) = broker::publisher::Hub::new(
+        let (hub, receivers) = broker::hub::Hub::new(
             workers,
             config.publish_queue,
-            broker::publisher::HubLimits::of(&config),
+            broker::hub::HubLimits::of(&config),
             upstream,
         );
         let shared = Arc::new(BrokerShared {

@@ -6,7 +6,8 @@
 //! - [`index`]: a worker's subscriptions (hash for exact topics, trie for patterns).
 //! - `cache`, `tree`: last value and sequence number per topic, sharded; every topic by level,
 //!   for wildcard snapshots.
-//! - `publisher`: the publish path into the workers' bounded queues; `payload`: what a payload
+//! - `publisher`: the publish API and its errors; `hub`: what publishers and workers share (the
+//!   cache, the bounded queues) and the sequencing of a publication; `payload`: what a payload
 //!   must be.
 //! - [`protocol`]: the client JSON protocol.
 //! - `public`: the public listener's routes; `subscriber`: a subscriber's requests and the
@@ -16,6 +17,7 @@
 //!   waits for them.
 
 pub(crate) mod cache;
+pub(crate) mod hub;
 pub mod index;
 pub(crate) mod local_api;
 pub mod payload;
@@ -37,10 +39,11 @@ use parking_lot::Mutex;
 
 use crate::config::Config;
 use crate::server::{ConnId, Handler, Message, Outbox, Request, Route, StatsSource};
+use hub::{Delivery, Hub};
 use index::SubscriptionIndex;
 use pending::Pending;
 use protocol::{ClientError, ErrorCode};
-use publisher::{Delivery, Hub, Publisher};
+use publisher::Publisher;
 use stream::StreamPublisher;
 use subscriber::Subscriber;
 

@@ -11,7 +11,8 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::publisher::{BatchError, Hub, PublishError, Publisher};
+use super::hub::Hub;
+use super::publisher::{BatchError, PublishError, Publisher};
 use crate::server::ConnId;
 
 /// Who is owed an answer.

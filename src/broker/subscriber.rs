@@ -13,8 +13,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::hub::Delivery;
 use super::protocol::{self, ClientError, ErrorCode};
-use super::publisher::Delivery;
 use super::topic;
 use super::tree::Budget;
 use super::{BrokerWorker, Client};

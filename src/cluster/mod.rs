@@ -39,7 +39,8 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 use redis::Value;
 
-use crate::broker::publisher::{Done, Hub, PublishError, Upstream};
+use crate::broker::hub::Hub;
+use crate::broker::publisher::{Done, PublishError, Upstream};
 use crate::config::redact_url;
 use link::Link;
 use wire::Keys;

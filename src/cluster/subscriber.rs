@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::link::{describe, Backoff, Link};
 use super::wire::{self, Keys};
-use crate::broker::publisher::{Hub, Sequenced};
+use crate::broker::hub::{Hub, Sequenced};
 
 /// Time to open a TCP connection to Redis.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
