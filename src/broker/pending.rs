@@ -171,7 +171,8 @@ mod tests {
     use parking_lot::Mutex;
 
     use super::*;
-    use crate::broker::publisher::{Done, HubLimits, Upstream};
+    use crate::broker::hub::HubLimits;
+    use crate::broker::publisher::{Done, Upstream};
 
     const TIMEOUT: Duration = Duration::from_secs(1);
 
