@@ -49,6 +49,11 @@ pub struct Config {
     pub http_idle_timeout: Duration,
     /// Requests one HTTP connection may carry before it is closed.
     pub http_max_requests: u32,
+    /// Publications kept per topic for recovery after a reconnect (`since`); 0 turns it off.
+    pub history: usize,
+    /// Messages per topic per second a subscriber gets at most, whatever it asks (`max_rate`);
+    /// 0: no cap.
+    pub max_update_rate: f64,
     /// Bytes waiting for a subscriber past which its updates are conflated.
     pub outbound_soft_limit: usize,
     /// Bytes waiting for a subscriber past which it is closed with 1008.
@@ -108,6 +113,8 @@ impl Default for Config {
             max_request_body: 8 * 1024 * 1024,
             http_idle_timeout: Duration::from_secs(60),
             http_max_requests: 10_000,
+            history: 100,
+            max_update_rate: 0.0,
             outbound_soft_limit: 256 * 1024,
             outbound_hard_limit: 4 * 1024 * 1024,
             slow_consumer_timeout: Duration::from_secs(30),
@@ -145,6 +152,13 @@ impl Config {
             return Err(format!(
                 "pong_timeout ({:?}) must be longer than ping_interval ({:?})",
                 self.pong_timeout, self.ping_interval
+            ));
+        }
+        if !(self.max_update_rate.is_finite() && (0.0..=100_000.0).contains(&self.max_update_rate))
+        {
+            return Err(format!(
+                "max_update_rate is {}: it must be from 0 (no cap) to 100000 per second",
+                self.max_update_rate
             ));
         }
         if self.max_payload > self.max_request_body {
@@ -199,6 +213,7 @@ impl Config {
             ("publish_queue", n(self.publish_queue), 1, 16 * MIB, "publications held per worker"),
             ("max_requests_per_sec", u64::from(self.max_requests_per_sec), 1, 1_000_000, "per connection"),
             ("max_pings_per_sec", u64::from(self.max_pings_per_sec), 1, 1_000_000, "per connection"),
+            ("history", n(self.history), 0, 100_000, "publications kept per topic, in memory"),
         ];
         for (name, value, min, max, why) in counts {
             if value < min || value > max {

@@ -85,6 +85,14 @@ struct Cli {
     /// Requests one HTTP connection may carry [default: 10000]
     #[arg(long, value_name = "N")]
     http_max_requests: Option<String>,
+    /// Publications kept per topic, so a reconnecting subscriber gets what it missed; 0 turns
+    /// recovery off [default: 100]
+    #[arg(long, value_name = "N")]
+    history: Option<String>,
+    /// Messages per topic per second any subscriber gets at most (the latest value always
+    /// arrives); 0 for no cap [default: 0]
+    #[arg(long, value_name = "PER_SEC")]
+    max_update_rate: Option<String>,
     /// Publications waiting per worker before publishing is refused [default: 65536]
     #[arg(long, value_name = "N")]
     publish_queue: Option<String>,
@@ -317,9 +325,7 @@ fn typed(
                 .parse()
                 .ok()
                 .filter(|s: &f64| s.is_finite() && *s >= 0.0)
-                .ok_or_else(|| {
-                    format!("{flag} '{one}': expected a number of seconds (0 or more)")
-                })?;
+                .ok_or_else(|| format!("{flag} '{one}': expected a number (0 or more)"))?;
             Value::Float(secs)
         }
         Some(Value::Boolean(_)) => Value::Boolean(
@@ -445,7 +451,7 @@ mod tests {
         let err = |args: &[&str]| parse(args).unwrap_err();
         assert!(err(&["--workers", "-1"]).contains("--workers '-1': expected a whole number"));
         assert!(err(&["--workers", "100000"]).starts_with("workers is 100000"));
-        assert!(err(&["--ping-interval", "soon"]).contains("number of seconds"));
+        assert!(err(&["--ping-interval", "soon"]).contains("expected a number"));
         assert!(err(&["--listen", "nonsense"]).contains("IP:PORT or HOST:PORT"));
         assert!(err(&["--log-level", "loud"]).contains("expected error, warn"));
         let s = parse(&["--listen", "localhost:0", "--local-listen", "off"]).unwrap();

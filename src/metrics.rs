@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use crate::broker::cache::NotRecovered;
 use crate::broker::protocol::ErrorCode;
 use crate::server::EngineStats;
 
@@ -81,6 +82,16 @@ pub(crate) struct Metrics {
     pub internal_errors: AtomicU64,
     /// Publications handed to Redis and answered 503 because Redis did not answer in time.
     pub answer_timeouts: AtomicU64,
+    /// Bytes of frames held in the topics' histories.
+    history_bytes: AtomicI64,
+    /// Messages sent again to reconnecting subscribers (recovery).
+    pub replayed: AtomicU64,
+    /// Topics recovered after a reconnect (replayed, or up to date).
+    pub recovered: AtomicU64,
+    /// Topics in `since` that got a snapshot instead, by reason.
+    not_recovered: [AtomicU64; NotRecovered::ALL.len()],
+    /// Live updates merged away by a subscriber's `max_rate` (a newer one replaced them).
+    pub rate_merged: AtomicU64,
     /// Publications (a batch counts once) handed to Redis whose answer a worker still owes its
     /// client: neither answered by Redis nor given up on yet.
     pub awaiting_answer: AtomicU64,
@@ -102,6 +113,17 @@ impl Metrics {
     pub fn client_error(&self, code: ErrorCode) {
         if let Some(i) = ErrorCode::ALL.iter().position(|&c| c == code) {
             self.client_errors[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn history_bytes_add(&self, added: usize, freed: usize) {
+        self.history_bytes
+            .fetch_add(added as i64 - freed as i64, Ordering::Relaxed);
+    }
+
+    pub fn not_recovered(&self, why: NotRecovered) {
+        if let Some(i) = NotRecovered::ALL.iter().position(|&r| r == why) {
+            self.not_recovered[i].fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -233,6 +255,30 @@ impl Metrics {
             get(&self.awaiting_answer),
         );
         one(
+            "history_bytes",
+            "gauge",
+            "Bytes of frames kept in the topics' histories for recovery (--history).",
+            self.history_bytes.load(Ordering::Relaxed).max(0) as u64,
+        );
+        one(
+            "replayed_total",
+            "counter",
+            "Messages replayed to reconnecting subscribers.",
+            get(&self.replayed),
+        );
+        one(
+            "recovered_total",
+            "counter",
+            "Topics recovered after a reconnect without a snapshot.",
+            get(&self.recovered),
+        );
+        one(
+            "rate_merged_total",
+            "counter",
+            "Live updates replaced by a newer one within a subscriber's max_rate slot.",
+            get(&self.rate_merged),
+        );
+        one(
             "internal_errors_total",
             "counter",
             "Internal errors (should stay 0).",
@@ -245,6 +291,15 @@ impl Metrics {
                 out,
                 "tickwire_publish_rejected_total{{reason=\"{}\"}} {}",
                 r.label(),
+                get(a)
+            );
+        }
+        let _ = writeln!(out, "# HELP tickwire_recovery_refused_total Topics in a subscribe's since that got a snapshot instead, by reason.\n# TYPE tickwire_recovery_refused_total counter");
+        for (why, a) in NotRecovered::ALL.iter().zip(&self.not_recovered) {
+            let _ = writeln!(
+                out,
+                "tickwire_recovery_refused_total{{reason=\"{}\"}} {}",
+                why.label(),
                 get(a)
             );
         }

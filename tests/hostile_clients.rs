@@ -359,7 +359,10 @@ fn duplicate_patterns_cost_what_one_pattern_costs() {
         );
         let (_, ack) = util::read_frame(&mut s);
         let ack: serde_json::Value = serde_json::from_slice(&ack).expect("json");
-        assert_eq!(ack, json!({"type": "subscribed", "topics": ["#"], "id": 1}));
+        assert_eq!(
+            b::sans_epoch(ack),
+            json!({"type": "subscribed", "topics": ["#"], "id": 1})
+        );
         let mut snapshots = 0;
         s.set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
@@ -381,7 +384,10 @@ fn the_upgrade_url_is_held_to_the_same_limits() {
         // About 8 KiB of URL: what fits the request head limit.
         let query = vec!["%23"; 1950].join(",");
         let mut sub = b::Sub::connect_to(addr, &format!("/ws?subscribe={query}"));
-        assert_eq!(sub.next(), json!({"type": "subscribed", "topics": ["#"]}));
+        assert_eq!(
+            b::sans_epoch(sub.next()),
+            json!({"type": "subscribed", "topics": ["#"]})
+        );
         // The URL's subscribe was request 1 of 2 this second: the second ping is over.
         sub.send(json!({"op": "ping", "id": "a"}));
         sub.send(json!({"op": "ping", "id": "b"}));

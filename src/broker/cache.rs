@@ -6,7 +6,7 @@
 //! `seq` and hands the frame to every worker while holding it, so every worker receives a topic's
 //! publications in `seq` order. Lock order: a shard, then the tree; never the other way.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -36,6 +36,50 @@ pub struct TopicEntry {
     /// The latest value as a snapshot frame, made when a subscriber first needs it and shared
     /// by every subscriber after it; `None` again after each publication.
     pub snapshot: Option<Frame>,
+    /// The last publications' live frames (the latest included), by seq, with no seq missing
+    /// between them: what a reconnecting subscriber can be replayed (`--history`).
+    pub history: VecDeque<(u64, Frame)>,
+}
+
+/// Why a topic in `since` could not be recovered (it gets a snapshot instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotRecovered {
+    /// The client's seqs are from another epoch (the feed restarted, or the seqs may have).
+    Epoch,
+    /// The topic has no value here.
+    Unknown,
+    /// The client claims a seq this topic has not reached.
+    Future,
+    /// The history no longer holds every publication after the client's seq.
+    HistoryTooShort,
+}
+
+impl NotRecovered {
+    pub const ALL: [NotRecovered; 4] = [
+        NotRecovered::Epoch,
+        NotRecovered::Unknown,
+        NotRecovered::Future,
+        NotRecovered::HistoryTooShort,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            NotRecovered::Epoch => "epoch",
+            NotRecovered::Unknown => "unknown_topic",
+            NotRecovered::Future => "future_seq",
+            NotRecovered::HistoryTooShort => "history_too_short",
+        }
+    }
+}
+
+/// What a reconnecting subscriber that had a topic up to some seq gets.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    pub id: u64,
+    /// The topic's latest seq: live updates up to it are covered by the replay.
+    pub latest: u64,
+    /// The live frames of every publication after the client's seq, in order.
+    pub frames: Vec<Frame>,
 }
 
 impl TopicEntry {
@@ -151,6 +195,30 @@ impl Cache {
             id: e.id,
             seq: e.seq,
             frame,
+        })
+    }
+
+    /// Every publication of `topic` after seq `after`, if the history still holds them all.
+    pub fn replay_after(&self, topic: &str, after: u64) -> Result<Replay, NotRecovered> {
+        let shard = self.lock(topic);
+        let e = shard.get(topic).ok_or(NotRecovered::Unknown)?;
+        if after > e.seq {
+            return Err(NotRecovered::Future);
+        }
+        let oldest = e.history.front().map_or(e.seq + 1, |(seq, _)| *seq);
+        if after + 1 < oldest && after < e.seq {
+            return Err(NotRecovered::HistoryTooShort);
+        }
+        let frames = e
+            .history
+            .iter()
+            .filter(|(seq, _)| *seq > after)
+            .map(|(_, f)| f.clone())
+            .collect();
+        Ok(Replay {
+            id: e.id,
+            latest: e.seq,
+            frames,
         })
     }
 

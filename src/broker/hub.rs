@@ -12,11 +12,14 @@
 //! newer than what this node already has.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crossbeam_channel::{Receiver, Sender};
 
+#[cfg(test)]
+use super::cache::NotRecovered;
 use super::cache::{Cache, TopicEntry};
 use super::protocol::encode_msg_frame;
 use super::publisher::{PublishError, Upstream};
@@ -52,6 +55,7 @@ pub(crate) struct HubLimits {
     pub max_payload: usize,
     pub max_depth: usize,
     pub max_topics: usize,
+    pub history: usize,
 }
 
 impl HubLimits {
@@ -60,6 +64,7 @@ impl HubLimits {
             max_payload: config.max_payload,
             max_depth: config.max_json_depth,
             max_topics: config.max_topics,
+            history: config.history,
         }
     }
 }
@@ -71,8 +76,21 @@ impl Default for HubLimits {
             max_payload: 1024,
             max_depth: 128,
             max_topics: 1_000_000,
+            history: 4,
         }
     }
+}
+
+/// A new epoch: eight characters from a random 40-bit number, base 36.
+pub(crate) fn new_epoch() -> String {
+    let mut n = fastrand::u64(..1 << 40);
+    let mut s = String::with_capacity(8);
+    for _ in 0..8 {
+        let d = (n % 36) as u32;
+        s.push(char::from_digit(d, 36).unwrap_or('0'));
+        n /= 36;
+    }
+    s
 }
 
 /// A worker's incoming publications.
@@ -92,6 +110,9 @@ pub(crate) struct Hub {
     pub max_payload: usize,
     /// How deep a payload's JSON may nest.
     pub max_depth: usize,
+    /// Publications kept per topic for recovery.
+    history: usize,
+    epoch: parking_lot::RwLock<Arc<str>>,
     queues: Box<[WorkerQueue]>,
     capacity: usize,
     shutting_down: AtomicBool,
@@ -125,6 +146,8 @@ impl Hub {
             metrics: Metrics::default(),
             max_payload: limits.max_payload,
             max_depth: limits.max_depth,
+            history: limits.history,
+            epoch: parking_lot::RwLock::new(new_epoch().into()),
             queues: queues.into(),
             capacity,
             shutting_down: AtomicBool::new(false),
@@ -321,6 +344,7 @@ impl Hub {
                         frame: Arc::from(&[][..]),
                         payload: 0..0,
                         snapshot: None,
+                        history: VecDeque::new(),
                     };
                     created = true;
                     self.cache.added(topic.clone(), id, topic_reserved);
@@ -331,6 +355,7 @@ impl Hub {
             entry.payload = encode_msg_frame(&mut buf, &entry.topic_json, seq, false, payload);
             entry.frame = Arc::from(&buf[..]);
             entry.snapshot = None;
+            self.remember(&mut entry.history, seq, &entry.frame);
             Some(Delivery {
                 topic: entry.topic.clone(),
                 topic_id: entry.id,
@@ -346,6 +371,38 @@ impl Hub {
         }
         drop(shard);
         Some((delivery.seq, created))
+    }
+
+    /// Keeps `frame` (seq `seq`) in a topic's history: the last `history` publications, with
+    /// no seq missing (a jump, after a reload from Redis, starts the history afresh).
+    fn remember(&self, history: &mut VecDeque<(u64, Frame)>, seq: u64, frame: &Frame) {
+        if self.history == 0 {
+            return;
+        }
+        let mut freed = 0;
+        if history.back().is_some_and(|(last, _)| last + 1 != seq) {
+            freed += history.drain(..).map(|(_, f)| f.len()).sum::<usize>();
+        }
+        history.push_back((seq, frame.clone()));
+        while history.len() > self.history {
+            freed += history.pop_front().map_or(0, |(_, f)| f.len());
+        }
+        self.metrics.history_bytes_add(frame.len(), freed);
+    }
+
+    /// The feed's epoch: it changes only when seqs or history may have restarted.
+    pub fn epoch(&self) -> Arc<str> {
+        self.epoch.read().clone()
+    }
+
+    /// With Redis, the epoch lives there: the link sets it.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn set_epoch(&self, epoch: &str) {
+        let mut e = self.epoch.write();
+        if &**e != epoch {
+            log::info!("the feed's epoch is now {epoch} (was {e})");
+            *e = epoch.into();
+        }
     }
 
     /// Wakes one worker (that has work besides its publish queue).
@@ -434,5 +491,42 @@ mod tests {
         assert_eq!(hub.sequence_and_queue("t", b"1", false, |_| None), None);
         assert!(hub.cache.get("t").is_none());
         assert_eq!(hub.cache.len(), 0);
+    }
+
+    #[test]
+    fn the_history_keeps_the_last_publications_without_a_gap() {
+        let (hub, _rx) = Hub::new(1, 64, HubLimits::default(), None);
+        for n in 1..=6u64 {
+            hub.sequence_and_queue("h", n.to_string().as_bytes(), false, |last| Some(last + 1));
+        }
+        let seqs = |after| {
+            hub.cache
+                .replay_after("h", after)
+                .map(|r| (r.latest, r.frames.len()))
+        };
+        // History 4: seqs 3 to 6.
+        assert_eq!(
+            seqs(6),
+            Ok((6, 0)),
+            "up to date: recovered, nothing to replay"
+        );
+        assert_eq!(seqs(2), Ok((6, 4)));
+        assert_eq!(seqs(1), Err(NotRecovered::HistoryTooShort));
+        assert_eq!(seqs(7), Err(NotRecovered::Future));
+        assert_eq!(
+            hub.cache.replay_after("other", 0).map(|r| r.latest),
+            Err(NotRecovered::Unknown)
+        );
+        // A jump (a reload from Redis) starts afresh: nothing before it can be replayed.
+        assert_eq!(hub.deliver_sequenced("h", 9, b"9"), Sequenced::Delivered);
+        assert_eq!(seqs(8), Ok((9, 1)));
+        assert_eq!(seqs(6), Err(NotRecovered::HistoryTooShort));
+    }
+
+    #[test]
+    fn epochs_are_short_and_differ() {
+        let (a, b) = (new_epoch(), new_epoch());
+        assert_eq!(a.len(), 8);
+        assert_ne!(a, b);
     }
 }

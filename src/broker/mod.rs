@@ -17,6 +17,7 @@
 //!   waits for them.
 
 pub(crate) mod cache;
+mod fanout;
 pub(crate) mod hub;
 pub mod index;
 pub(crate) mod local_api;
@@ -25,12 +26,14 @@ mod pending;
 pub mod protocol;
 mod public;
 pub(crate) mod publisher;
+pub(crate) mod rate;
+mod snapshots;
 mod stream;
 mod subscriber;
 pub mod topic;
 pub mod tree;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -156,8 +159,11 @@ pub(crate) struct BrokerWorker {
     next_serial: u64,
     /// Subscribers owed snapshots, in turn.
     snapshot_turns: VecDeque<ConnId>,
-    /// Snapshots sent this loop turn (bounded by `subscriber::SNAPSHOTS_PER_TURN`).
+    /// Snapshots and replayed messages sent this loop turn (bounded by
+    /// `snapshots::SNAPSHOTS_PER_TURN`).
     snapshots_this_turn: usize,
+    /// `max_rate` slots with a value waiting, by when they open.
+    rate_timers: BinaryHeap<fanout::RateTimer>,
 }
 
 impl BrokerWorker {
@@ -173,6 +179,7 @@ impl BrokerWorker {
             next_serial: 0,
             snapshot_turns: VecDeque::new(),
             snapshots_this_turn: 0,
+            rate_timers: BinaryHeap::new(),
         }
     }
 
@@ -281,13 +288,13 @@ impl Handler for BrokerWorker {
         if self.pending.has_work() {
             self.answer_pending(out);
         }
-        // Snapshots owed from earlier turns, then this turn's share starts afresh.
+        // What subscribes owe from earlier turns, then this turn's share starts afresh.
         if !self.snapshot_turns.is_empty() {
-            self.send_owed_snapshots(out);
+            self.send_owed(out);
         }
         self.snapshots_this_turn = 0;
         let mut taken = 0;
-        let mut delivered = 0;
+        let mut delivered = self.open_rate_slots(out);
         while taken < DELIVERIES_PER_TURN {
             let Ok(d) = self.rx.try_recv() else {
                 break;
@@ -309,6 +316,9 @@ impl Handler for BrokerWorker {
     }
 
     fn next_deadline(&self) -> Option<std::time::Instant> {
-        self.pending.next_deadline()
+        match (self.pending.next_deadline(), self.next_rate_slot()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }

@@ -41,6 +41,9 @@ pub struct Link {
     reason: Mutex<String>,
     /// Whether the link was ever up, to tell a reconnection from the first connection.
     was_up: AtomicBool,
+    /// The last session was up until it ended (rather than never coming up): this node had
+    /// every publication until then (see `subscriber::sync_epoch`).
+    ended_up: AtomicBool,
     /// The writer found the command connection broken: the subscriber thread must start over.
     broken: AtomicBool,
     pub stop: AtomicBool,
@@ -66,6 +69,7 @@ impl Link {
             up: AtomicBool::new(false),
             reason: Mutex::new(initial_reason),
             was_up: AtomicBool::new(false),
+            ended_up: AtomicBool::new(false),
             broken: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             conn: Mutex::new(None),
@@ -89,6 +93,14 @@ impl Link {
         } else {
             Err(self.reason.lock().clone())
         }
+    }
+
+    pub fn set_ended_while_up(&self) {
+        self.ended_up.store(true, Ordering::Release);
+    }
+
+    pub fn ended_while_up(&self) -> bool {
+        self.ended_up.load(Ordering::Acquire)
     }
 
     /// Subscribed, reloaded, and the command connection installed: publishing may start.

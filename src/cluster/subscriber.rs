@@ -46,6 +46,7 @@ pub fn run(ctx: Context) {
             Ok(_) if ctx.link.stopping() => break,
             Ok(why_it_ended) => {
                 ctx.link.set_down(why_it_ended);
+                ctx.link.set_ended_while_up();
                 *ctx.link.conn.lock() = None;
                 pause(&ctx.link, backoff.step());
             }
@@ -94,6 +95,7 @@ fn session(ctx: &Context, backoff: &mut Backoff) -> Result<String, String> {
         .psubscribe(&ctx.keys.pattern)
         .map_err(|e| describe(&e))?;
     let raised = reconcile(ctx, &mut cmd)?;
+    let epoch = sync_epoch(ctx, &mut cmd)?;
     let reloaded = reload(ctx, &mut cmd)?;
     pubsub
         .set_read_timeout(Some(TICK))
@@ -101,10 +103,40 @@ fn session(ctx: &Context, backoff: &mut Backoff) -> Result<String, String> {
     *ctx.link.conn.lock() = Some(cmd);
     backoff.reset();
     ctx.link.set_up(&format!(
-        "{}, subscribed to {}, {reloaded} last values reloaded, {raised} restored to Redis",
+        "{}, subscribed to {}, {reloaded} last values reloaded, {raised} restored to Redis, \
+         epoch {epoch}",
         ctx.url, ctx.keys.pattern
     ));
     Ok(listen(ctx, &mut pubsub))
+}
+
+/// The feed's epoch lives in Redis, so every node answers subscribers with the same one. A node
+/// adopts the one Redis has. When Redis has none (a new feed, or Redis restarted without its
+/// data), the first node to reconnect sets it: its own epoch if it can vouch that it had every
+/// publication up to the loss (it has values, and it was connected until its link went down,
+/// so after reconciling Redis's seqs are where they were), a new one otherwise (seqs may have
+/// been lost, so clients must not trust their `since`). The window this cannot see: a
+/// publication Redis ran but had not yet delivered to this node when it went away.
+fn sync_epoch(ctx: &Context, cmd: &mut redis::Connection) -> Result<String, String> {
+    let vouch = ctx.link.ended_while_up() && ctx.hub.cache.len() > 0;
+    let candidate = if vouch {
+        ctx.hub.epoch().to_string()
+    } else {
+        crate::broker::hub::new_epoch()
+    };
+    let _: Option<String> = redis::cmd("SET")
+        .arg(&ctx.keys.epoch)
+        .arg(&candidate)
+        .arg("NX")
+        .query(cmd)
+        .map_err(|e| describe(&e))?;
+    let epoch: Option<String> = redis::cmd("GET")
+        .arg(&ctx.keys.epoch)
+        .query(cmd)
+        .map_err(|e| describe(&e))?;
+    let epoch = epoch.unwrap_or(candidate);
+    ctx.hub.set_epoch(&epoch);
+    Ok(epoch)
 }
 
 fn connect(ctx: &Context) -> Result<redis::Connection, String> {

@@ -97,6 +97,8 @@ pub struct Keys {
     pub last: String,
     /// `P: barrier`
     pub barrier: String,
+    /// `P:epoch`: the feed's epoch, the same for every node (see `subscriber::sync_epoch`).
+    pub epoch: String,
 }
 
 impl Keys {
@@ -108,6 +110,7 @@ impl Keys {
             seq: format!("{prefix}:seq"),
             last: format!("{prefix}:last"),
             barrier: format!("{prefix}: barrier"),
+            epoch: format!("{prefix}:epoch"),
         }
     }
 

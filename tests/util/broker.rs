@@ -88,14 +88,19 @@ impl Sub {
         got
     }
 
-    /// Subscribes and checks the `subscribed` answer.
-    pub fn subscribe(&mut self, topics: &[&str]) {
+    /// Subscribes and checks the `subscribed` answer; returns the feed's epoch from it.
+    pub fn subscribe(&mut self, topics: &[&str]) -> String {
         self.send(json!({"op": "subscribe", "topics": topics, "id": 1}));
         let ack = self.next();
+        let epoch = ack["epoch"]
+            .as_str()
+            .expect("the ack carries the epoch")
+            .to_owned();
         assert_eq!(
             ack,
-            json!({"type": "subscribed", "topics": topics, "id": 1})
+            json!({"type": "subscribed", "topics": topics, "epoch": epoch, "id": 1})
         );
+        epoch
     }
 
     /// Proves that nothing was delivered before now: publishes a sentinel to `topic` (which this
@@ -124,6 +129,18 @@ impl Sub {
             }
         }
     }
+}
+
+/// A `subscribed` ack without its `epoch` (checked to be a string), to compare with the rest.
+pub fn sans_epoch(mut ack: Value) -> Value {
+    if ack["type"] == "subscribed" {
+        let epoch = ack
+            .as_object_mut()
+            .and_then(|o| o.remove("epoch"))
+            .expect("a subscribed ack carries the epoch");
+        assert!(epoch.is_string(), "epoch {epoch}");
+    }
+    ack
 }
 
 /// One HTTP/1.1 request on a connection of its own (`Connection: close`, so the answer ends

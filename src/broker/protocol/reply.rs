@@ -10,6 +10,42 @@ pub fn ack(kind: &str, topics: &[String], id: Option<&str>) -> String {
     with_id(format!("{{\"type\":\"{kind}\",\"topics\":{topics}"), id)
 }
 
+/// `{"type":"subscribed","topics":[...],"epoch":E[,"recovered":[...]],"id":...}`: every ack of a
+/// subscribe carries the feed's epoch; one that asked to recover (`since`) also lists the topics
+/// recovered.
+pub fn subscribed(
+    topics: &[String],
+    epoch: &str,
+    recovered: Option<&[String]>,
+    id: Option<&str>,
+) -> String {
+    let mut head = format!(
+        "{{\"type\":\"subscribed\",\"topics\":{},\"epoch\":{}",
+        to_json(topics),
+        to_json(epoch)
+    );
+    if let Some(r) = recovered {
+        head.push_str(",\"recovered\":");
+        head.push_str(&to_json(r));
+    }
+    with_id(head, id)
+}
+
+/// `{"type":"unsubscribed","topics":[...],"reason":R}`: subscriptions the server ended (no id:
+/// nobody asked).
+pub fn ended(topics: &[String], reason: &str) -> String {
+    format!(
+        "{{\"type\":\"unsubscribed\",\"topics\":{},\"reason\":{}}}",
+        to_json(topics),
+        to_json(reason)
+    )
+}
+
+/// Strings and lists of strings, which always serialize.
+fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned())
+}
+
 /// `{"type":"pong","id":...}`
 pub fn pong(id: Option<&str>) -> String {
     with_id("{\"type\":\"pong\"".to_owned(), id)
@@ -130,5 +166,25 @@ mod tests {
         assert!(std::str::from_utf8(&snap[2..])
             .unwrap()
             .contains(r#""seq":1,"snapshot":true,"data":2}"#));
+    }
+
+    #[test]
+    fn subscribed_acks_carry_the_epoch_and_what_was_recovered() {
+        let t = vec!["q/+".to_owned()];
+        let v: serde_json::Value =
+            serde_json::from_str(&subscribed(&t, "k3x9q", None, Some("1"))).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"subscribed","topics":["q/+"],"epoch":"k3x9q","id":1})
+        );
+        let r = vec!["q/A".to_owned()];
+        let v: serde_json::Value =
+            serde_json::from_str(&subscribed(&t, "e", Some(&r), None)).unwrap();
+        assert_eq!(v["recovered"], serde_json::json!(["q/A"]));
+        let v: serde_json::Value = serde_json::from_str(&ended(&r, "forbidden")).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"unsubscribed","topics":["q/A"],"reason":"forbidden"})
+        );
     }
 }

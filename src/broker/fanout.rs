@@ -1,0 +1,103 @@
+//! Fan-out: each publication a worker takes from its queue goes to every matching connection of
+//! that worker, once per connection, as one shared frame; and the `max_rate` slots that open
+//! later send the latest value held in them.
+
+use std::cmp::Reverse;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::hub::Delivery;
+use super::rate::Admit;
+use super::{BrokerWorker, Client};
+use crate::server::{ConnId, Outbox};
+
+/// A `max_rate` slot to open: when, whose (connection and its serial), which topic.
+pub(crate) type RateTimer = Reverse<(Instant, usize, u64, u64)>;
+
+impl BrokerWorker {
+    /// Queues one publication on every matching connection, once each. Returns how many got it
+    /// now (held ones count when their slot opens).
+    pub(super) fn fan_out(&mut self, d: &Delivery, out: &mut Outbox<'_>) -> u64 {
+        self.stamp += 1;
+        let stamp = self.stamp;
+        let now = out.now();
+        let clients = &mut self.clients;
+        let timers = &mut self.rate_timers;
+        let metrics = &self.shared.hub.metrics;
+        let mut delivered = 0;
+        self.index.for_each_match(&d.topic, |conn| {
+            let Some(Some(Client::Subscriber(sub))) = clients.get_mut(conn.0) else {
+                return;
+            };
+            if sub.stamp == stamp {
+                return;
+            }
+            sub.stamp = stamp;
+            if !sub.floors.is_empty() {
+                if let Some(&floor) = sub.floors.get(&d.topic_id) {
+                    if d.seq <= floor {
+                        return; // already sent as the snapshot, or in the replay
+                    }
+                    sub.floors.remove(&d.topic_id);
+                }
+            }
+            if let Some(backlog) = &mut sub.backlog {
+                // Something newer than the snapshot it was owed; or the replay it was owed
+                // must come first.
+                if let Some(frames) = backlog.overtaken(d.topic_id) {
+                    for f in &frames {
+                        out.send_keyed(conn, d.topic_id, f);
+                    }
+                    metrics
+                        .replayed
+                        .fetch_add(frames.len() as u64, Ordering::Relaxed);
+                }
+            }
+            if let Some(rate) = sub.rate.as_mut().filter(|r| r.limits_anything()) {
+                let patterns = sub.patterns.iter().map(|p| &**p);
+                match rate.admit(d.topic_id, &d.topic, d.seq, &d.frame, now, patterns) {
+                    Admit::Send => {}
+                    Admit::HoldUntil(at) => {
+                        timers.push(Reverse((at, conn.0, sub.serial, d.topic_id)));
+                        return;
+                    }
+                    Admit::Merged => {
+                        metrics.rate_merged.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            }
+            if out.send_keyed(conn, d.topic_id, &d.frame) {
+                delivered += 1;
+            }
+        });
+        delivered
+    }
+
+    /// Opens the `max_rate` slots that are due: the latest value held in each goes out.
+    pub(super) fn open_rate_slots(&mut self, out: &mut Outbox<'_>) -> u64 {
+        let now = out.now();
+        let mut delivered = 0;
+        while let Some(Reverse((at, conn, serial, topic))) = self.rate_timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.rate_timers.pop();
+            let Some(sub) = self.subscriber(ConnId(conn)).filter(|s| s.serial == serial) else {
+                continue; // gone since
+            };
+            let Some((_, frame)) = sub.rate.as_mut().and_then(|r| r.open(topic, now)) else {
+                continue;
+            };
+            if out.send_keyed(ConnId(conn), topic, &frame) {
+                delivered += 1;
+            }
+        }
+        delivered
+    }
+
+    /// When the next `max_rate` slot opens.
+    pub(super) fn next_rate_slot(&self) -> Option<Instant> {
+        self.rate_timers.peek().map(|Reverse((at, ..))| *at)
+    }
+}
