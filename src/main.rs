@@ -75,6 +75,13 @@ struct Cli {
     /// Seconds a client has to complete its handshake [default: 10]
     #[arg(long, value_name = "SECS")]
     handshake_timeout: Option<f64>,
+    /// Seconds a keep-alive HTTP connection may sit idle between requests [default: 60]
+    #[arg(long, value_name = "SECS")]
+    http_idle_timeout: Option<f64>,
+    /// Requests one HTTP connection may carry; the last is answered with `Connection: close`
+    /// [default: 10000]
+    #[arg(long, value_name = "N")]
+    http_max_requests: Option<u32>,
     /// Seconds of silence before the server pings [default: 30]
     #[arg(long, value_name = "SECS")]
     ping_interval: Option<f64>,
@@ -205,13 +212,17 @@ fn build_config(cli: &Cli) -> Result<Config, String> {
         outbound_soft_limit,
         outbound_hard_limit,
         max_requests_per_sec,
-        max_pings_per_sec
+        max_pings_per_sec,
+        http_max_requests
     );
     if let Some(v) = cli.slow_consumer_timeout {
         c.slow_consumer_timeout = secs("slow-consumer-timeout", v)?;
     }
     if let Some(v) = cli.handshake_timeout {
         c.handshake_timeout = secs("handshake-timeout", v)?;
+    }
+    if let Some(v) = cli.http_idle_timeout {
+        c.http_idle_timeout = secs("http-idle-timeout", v)?;
     }
     if let Some(v) = cli.ping_interval {
         c.ping_interval = secs("ping-interval", v)?;

@@ -12,6 +12,9 @@ use crate::ws::frame::{encode_server_frame, OpCode};
 use crate::ws::handshake;
 use crate::ws::Incoming;
 
+/// The interim answer to `Expect: 100-continue`: go on, send the body.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
 /// Hands freshly read bytes (or none, to retry what is buffered) to the connection's current
 /// phase, keeping what it could not take yet for later.
 pub(crate) fn consume<H: Handler>(
@@ -68,6 +71,12 @@ fn process_http<H: Handler>(
         if !c.may_dispatch() {
             return pos;
         }
+        // Every pipelined request adds an answer to the output: while the client is not reading
+        // those, leave its next requests unread in the input (at most one read's worth), or a
+        // few KiB of `GET /` would queue megabytes of pages.
+        if c.paused_by_output && matches!(c.phase, Phase::Http(_)) {
+            return pos;
+        }
         let Phase::Http(h) = &mut c.phase else {
             // Upgraded while handling the previous request: the rest is frames.
             return pos + process_frames(conns, handler, id, &data[pos..]);
@@ -112,6 +121,11 @@ fn process_http<H: Handler>(
         };
         let total = head_len + body_len;
         if input.len() < total {
+            if input.len() == head_len && req.expects_continue() {
+                // curl waits a second for this before sending a body over 1 KiB (an NDJSON
+                // batch); sent once, as `expect` keeps the head from being parsed again.
+                conns.push_owned(id, CONTINUE.to_vec());
+            }
             conns.with_conn(id, |c| {
                 if let Phase::Http(h) = &mut c.phase {
                     h.expect = Some(total);
