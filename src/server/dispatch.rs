@@ -274,3 +274,65 @@ fn on_event<H: Handler>(conns: &mut Connections, handler: &mut H, id: usize, eve
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::server::conn::Conn;
+    use crate::server::{Request, ServerConfig, Shared};
+
+    /// Answers every request with a 10 KB page, counting them.
+    struct Pages(usize);
+
+    impl Handler for Pages {
+        fn on_request(&mut self, _: ConnId, _: usize, _: &Request<'_>, _: &[u8]) -> Route {
+            self.0 += 1;
+            Route::Http(Response::new(200, "text/html", vec![b'x'; 10_000]))
+        }
+
+        fn on_message(&mut self, _: ConnId, _: Message, _: &mut Outbox<'_>) {}
+    }
+
+    /// A worker's connections holding one server-side socket of a loopback pair (the client end
+    /// is returned so it stays open).
+    fn one_connection(config: ServerConfig) -> (Connections, usize, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        server.set_nonblocking(true).expect("nonblocking");
+        let mut conns = Connections::new(config, Arc::new(Shared::default()));
+        let socket = mio::net::TcpStream::from_std(server);
+        let id = conns.conns.insert(Conn::new(
+            socket,
+            0,
+            Instant::now(),
+            Duration::from_secs(10),
+        ));
+        (conns, id, client)
+    }
+
+    #[test]
+    fn pipelined_requests_wait_while_their_answers_are_unwritten() {
+        let config = ServerConfig {
+            read_pause_bytes: 32 * 1024,
+            ..ServerConfig::default()
+        };
+        let (mut conns, id, _client) = one_connection(config);
+        let mut pages = Pages(0);
+        let request = b"GET / HTTP/1.1\r\n\r\n";
+        consume(&mut conns, &mut pages, id, &request.repeat(100));
+        // Four 10 KB answers pass 32 KiB: the other 96 requests stay unread in the input
+        // rather than becoming a megabyte of output.
+        assert_eq!(pages.0, 4);
+        let c = &conns.conns[id];
+        assert!(c.paused_by_output && !c.may_read());
+        assert_eq!(c.inbuf.len(), 96 * request.len());
+        assert!(c.out.len_bytes() < 32 * 1024 + 10_200);
+        // Answered at once, so no extra read is asked for: the dispatcher went on by itself.
+        assert!(conns.resume.is_empty());
+    }
+}
