@@ -112,6 +112,28 @@ fn connection_close_is_the_last_request() {
 }
 
 #[test]
+fn a_client_that_half_closes_is_answered_then_closed() {
+    // The default idle timeout is a minute: an end of stream the server missed would leave
+    // these waiting past the client's read timeout.
+    let broker = b::start(|_| {});
+    // The request and the end of stream together.
+    let mut c = KeepAlive::connect(b::local(&broker));
+    c.send(&request("GET", "/healthz", &[], b""));
+    c.stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    assert_eq!(c.read_response().status, 200);
+    c.expect_closed();
+    // The end of stream alone, on a kept connection that was answered before.
+    let mut c = KeepAlive::connect(b::local(&broker));
+    assert!(c.call("GET", "/healthz", &[], b"").keeps());
+    c.stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    c.expect_closed();
+}
+
+#[test]
 fn an_idle_connection_is_closed_after_the_idle_timeout() {
     let broker = b::start(|c| c.http_idle_timeout = Duration::from_millis(300));
     let mut c = KeepAlive::connect(b::local(&broker));

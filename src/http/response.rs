@@ -46,7 +46,11 @@ impl Response {
     /// Written piece by piece into one buffer of the right size rather than with `write!`: for a
     /// small publication over keep-alive, `core::fmt` was a tenth of the server's user time.
     pub fn encode(&self, keep_alive: bool) -> Vec<u8> {
-        let extra: usize = self.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+        let extra: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 4)
+            .sum();
         let mut out =
             Vec::with_capacity(HEAD_BYTES + self.content_type.len() + extra + self.body.len());
         out.extend_from_slice(b"HTTP/1.1 ");
