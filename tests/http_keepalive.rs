@@ -378,3 +378,50 @@ fn a_client_that_pipelines_without_reading_holds_bounded_memory() {
     let grew = tw.status_kib("VmHWM:").saturating_sub(before);
     assert!(grew < 8 * 1024, "peak RSS grew by {grew} KiB");
 }
+
+#[test]
+fn pipelined_publishes_answered_later_through_redis_stay_in_order() {
+    // With --redis every publish is answered when Redis has answered (Route::Later): the next
+    // pipelined request waits in the input until then, and is read again after.
+    let scratch = util::redis::Scratch::new("keepalive");
+    let redis = util::redis::RedisServer::start(util::redis::free_port(), &scratch.0);
+    let url = redis.url();
+    let tw = util::child::Tickwire::start("keepalive-redis", &["--workers", "1", "--redis", &url]);
+    b::eventually(util::redis::WAIT, "the node is healthy", || {
+        KeepAlive::connect(tw.local)
+            .call("GET", "/healthz", &[], b"")
+            .status
+            == 200
+    });
+    let mut c = KeepAlive::connect(tw.local);
+    let mut burst = Vec::new();
+    for i in 1..=20 {
+        burst.extend(publish_request("later/x", &i.to_string()));
+    }
+    burst.extend(request(
+        "POST",
+        "/publish",
+        &[],
+        b"{\"topic\":\"later/y\",\"data\":1}\n",
+    ));
+    burst.extend(request("GET", "/healthz", &[], b""));
+    c.send(&burst);
+    for seq in 1..=20 {
+        let r = c.read_response();
+        assert_eq!(
+            (r.status, r.json(), r.keeps()),
+            (202, json!({ "seq": seq }), true)
+        );
+    }
+    assert_eq!(c.read_response().json(), json!({"published": 1}));
+    assert_eq!(c.read_response().json(), json!({"status": "ok"}));
+    let r = c.call(
+        "POST",
+        "/publish?topic=later/x",
+        &[("Connection", "close")],
+        b"21",
+    );
+    assert!(r.status == 202 && r.closes(), "{:?}", r.headers);
+    assert_eq!(r.json(), json!({"seq": 21}));
+    c.expect_closed();
+}
