@@ -27,8 +27,9 @@
 //! server accepted (tickwire's `published_total`; wrk's 2xx answers for the peers); CPU is the
 //! server's user + system time from /proc/PID/stat (nginx: master and worker).
 //!
-//! `cargo bench --bench publish -- --quick` (3 s a row) or without `--quick` (10 s);
-//! `--only PATH` runs one path; `--subscribers N` changes the 100.
+//! `cargo bench --bench publish -- --quick` (3 s a row, once: about 45 s) or without `--quick`
+//! (10 s a row, three rounds, medians: about 6 minutes); `--repeat N` sets the rounds, `--only
+//! PATH` runs one path, `--subscribers N` changes the 100.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -805,6 +806,32 @@ fn run(kind: Kind, path: Via, subscribers: usize, secs: u64, dir: &Path) -> Resu
     })
 }
 
+/// The median of each figure over a row's runs (the latency of the median-throughput run).
+fn median(mut runs: Vec<Row>) -> Option<Row> {
+    fn mid(runs: &[Row], f: fn(&Row) -> f64) -> f64 {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+    if runs.is_empty() {
+        return None;
+    }
+    let server_cpu = mid(&runs, |r| r.server_cpu);
+    let us_per_publish = mid(&runs, |r| r.us_per_publish);
+    let deliveries_per_sec = mid(&runs, |r| r.deliveries_per_sec);
+    let errors = runs.iter().map(|r| r.errors).sum();
+    runs.sort_by(|a, b| a.publishes_per_sec.total_cmp(&b.publishes_per_sec));
+    let middle = runs.len() / 2;
+    let row = runs.swap_remove(middle);
+    Some(Row {
+        server_cpu,
+        us_per_publish,
+        deliveries_per_sec,
+        errors,
+        ..row
+    })
+}
+
 fn print_row(r: &Row) {
     println!(
         "  {:<9} {:<10} {:>4} subs {:>10.0} publishes/s  server {:>3.0}% CPU  {:>6.2} us CPU/publish  {:>10.0} deliveries/s  latency {:>8}  {} errors",
@@ -867,6 +894,9 @@ fn main() {
     };
     let quick = flag("--quick");
     let secs = if quick { 3 } else { 10 };
+    let repeat: usize = value("--repeat").map_or(if quick { 1 } else { 3 }, |v| {
+        v.parse().expect("--repeat takes a number")
+    });
     let only = value("--only");
     let subscribers: usize = value("--subscribers").map_or(100, |v| v.parse().expect("a number"));
     let ncores = thread::available_parallelism().map_or(1, |n| n.get());
@@ -917,15 +947,26 @@ fn main() {
         .filter(|(k, _, subs)| kinds.contains(k) && (*k != Kind::Node || *subs == 0))
         .filter(|(_, p, _)| only.as_deref().is_none_or(|o| o == p.name()))
         .collect();
-    let mut rows = Vec::new();
-    for (kind, path, subs) in plan {
-        match run(kind, path, subs, secs, &dir) {
-            Ok(row) => {
-                print_row(&row);
-                rows.push(row);
-            }
-            Err(why) => println!("  {} {} skipped: {why}", kind.name(), path.name()),
+    // Every row once per round, rounds one after another: noise from other work on the machine
+    // falls on every server alike, and the table takes the median.
+    let mut runs: Vec<Vec<Row>> = plan.iter().map(|_| Vec::new()).collect();
+    for round in 1..=repeat {
+        if repeat > 1 {
+            println!("round {round} of {repeat}");
         }
+        for (i, &(kind, path, subs)) in plan.iter().enumerate() {
+            match run(kind, path, subs, secs, &dir) {
+                Ok(row) => {
+                    print_row(&row);
+                    runs[i].push(row);
+                }
+                Err(why) => println!("  {} {} skipped: {why}", kind.name(), path.name()),
+            }
+        }
+    }
+    let rows: Vec<Row> = runs.into_iter().filter_map(median).collect();
+    if repeat > 1 {
+        println!("\nmedians of {repeat} rounds:");
     }
     let _ = std::fs::remove_dir_all(&dir);
     print_table(&rows);
