@@ -336,6 +336,10 @@ impl<H: Handler> Worker<H> {
                 Phase::Http(h) if h.idle && c.inbuf.is_empty() && c.out.len_bytes() == 0 => {
                     self.conns.remove(id)
                 }
+                // Kept open after an answer still being written: finish it, then close. Left
+                // as it was, it would wait for a next request and hold the exit until the
+                // deadline.
+                Phase::Http(h) if h.idle && c.inbuf.is_empty() => self.conns.drain_with(id, None),
                 Phase::Open(_) => {
                     self.conns
                         .close(id, CloseCode::GOING_AWAY, "server shutting down")
