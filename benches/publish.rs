@@ -81,6 +81,22 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // nginx's worker outlives a killed master: ask the master to stop (it stops its worker
+        // first), and kill what is left after a few seconds.
+        if self.kind == Kind::Nchan {
+            let workers = children_of(self.child.id());
+            signal(self.child.id(), "TERM");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(20));
+            }
+            for pid in workers {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                if String::from_utf8_lossy(&cmdline).contains("nginx") {
+                    signal(pid, "KILL");
+                }
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         if let Some(dir) = &self.dir {
@@ -173,16 +189,24 @@ fn prepare_nchan() -> Result<(), String> {
         return Err("libnginx-mod-nchan is not installed (apt-get needs root)".into());
     }
     println!("installing libnginx-mod-nchan with apt-get ...");
+    // Bounded like the rest of the run: a registry that does not answer is a skip, not a hang.
     let install = || {
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", "libnginx-mod-nchan"])
+        Command::new("timeout")
+            .args([
+                "300",
+                "apt-get",
+                "install",
+                "-y",
+                "-q",
+                "libnginx-mod-nchan",
+            ])
             .env("DEBIAN_FRONTEND", "noninteractive")
             .stdout(Stdio::null())
             .status()
     };
     let ok = install().is_ok_and(|s| s.success())
-        || (Command::new("apt-get")
-            .args(["update", "-q"])
+        || (Command::new("timeout")
+            .args(["300", "apt-get", "update", "-q"])
             .stdout(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
@@ -326,6 +350,14 @@ fn children_of(pid: u32) -> Vec<u32> {
                 == Some(pid)
         })
         .collect()
+}
+
+/// Sends a signal (`TERM`, `KILL`) to a process.
+fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
 }
 
 fn have_taskset() -> bool {
