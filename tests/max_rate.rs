@@ -83,7 +83,12 @@ fn at_most_r_per_second_and_the_last_value_arrives() {
     let (slow_last, slow_reader) = receive_in_background(slow, "r/x");
     let (full_last, full_reader) = receive_in_background(full, "r/x");
     // 200 updates a second for 3 s.
-    let last = feed(&broker, "r/x", Duration::from_millis(5), Duration::from_secs(3));
+    let last = feed(
+        &broker,
+        "r/x",
+        Duration::from_millis(5),
+        Duration::from_secs(3),
+    );
     slow_last.send(last).expect("reader");
     full_last.send(last).expect("reader");
     let got = slow_reader.join().expect("slow reader");
@@ -96,12 +101,23 @@ fn at_most_r_per_second_and_the_last_value_arrives() {
     );
     // The window may straddle two slots' edges: one more than R at most.
     assert!(most <= 5, "{most} in one second");
-    assert!(got.len() >= 8, "about 4 a second got through: {}", got.len());
+    assert!(
+        got.len() >= 8,
+        "about 4 a second got through: {}",
+        got.len()
+    );
     // Seqs strictly increase; the gaps show the merging; the last value came.
-    let seqs: Vec<u64> = got.iter().map(|(_, m)| m["seq"].as_u64().expect("seq")).collect();
+    let seqs: Vec<u64> = got
+        .iter()
+        .map(|(_, m)| m["seq"].as_u64().expect("seq"))
+        .collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
     assert_eq!(*seqs.last().expect("some"), last);
-    assert_eq!(everything.len() as u64, last, "a subscriber without max_rate gets all");
+    assert_eq!(
+        everything.len() as u64,
+        last,
+        "a subscriber without max_rate gets all"
+    );
     assert!(b::metric(&broker, "tickwire_rate_merged_total") > 0);
 }
 
@@ -177,7 +193,12 @@ fn the_server_cap_applies_to_clients_that_ask_nothing() {
         receive_in_background(sub, "c/x"),
         receive_in_background(greedy, "c/x"),
     ];
-    let last = feed(&broker, "c/x", Duration::from_millis(5), Duration::from_secs(2));
+    let last = feed(
+        &broker,
+        "c/x",
+        Duration::from_millis(5),
+        Duration::from_secs(2),
+    );
     for (tx, reader) in readers {
         tx.send(last).expect("reader");
         let got = reader.join().expect("reader");

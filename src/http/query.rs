@@ -11,12 +11,26 @@ use percent_encoding::percent_decode_str;
 pub fn param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (decode(k)? == name).then(|| decode(v)).flatten()
+        is_named(k, name).then(|| decode(v)).flatten()
     })
+}
+
+/// Whether a parameter's (still encoded) name decodes to `name`; without a `%` it is compared
+/// as it is, with no string made for it.
+fn is_named(encoded: &str, name: &str) -> bool {
+    if encoded.contains('%') {
+        decode(encoded).is_some_and(|d| d == name)
+    } else {
+        encoded == name
+    }
 }
 
 /// Percent-decodes one component strictly: every `%` must start a two-digit hex escape.
 pub fn decode(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        // Nothing escaped (the usual topic): the text is the value, UTF-8 already.
+        return Some(s.to_owned());
+    }
     let bytes = s.as_bytes();
     for (i, &b) in bytes.iter().enumerate() {
         if b == b'%' {

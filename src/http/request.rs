@@ -132,6 +132,15 @@ impl<'b> Request<'b> {
         self.minor_version >= 1 || self.has_token("connection", "keep-alive")
     }
 
+    /// Whether the client waits for `100 Continue` before sending its body (RFC 9110 10.1.1).
+    /// An HTTP/1.0 client cannot understand an interim answer, so it is never sent one.
+    pub fn expects_continue(&self) -> bool {
+        self.minor_version >= 1
+            && self
+                .header("expect")
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"))
+    }
+
     /// The length of the body that follows the head.
     ///
     /// RFC 9112 6.3: `Content-Length = 1*DIGIT`; several different values, or one that is not
@@ -266,6 +275,14 @@ mod tests {
         ));
         let tls = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n";
         assert_eq!(parse(tls).map(|_| ()).unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn only_http_1_1_clients_are_told_to_continue() {
+        let expect = "Expect: 100-Continue\r\nContent-Length: 5\r\n\r\n";
+        assert!(parse_all(&format!("POST / HTTP/1.1\r\n{expect}")).expects_continue());
+        assert!(!parse_all(&format!("POST / HTTP/1.0\r\n{expect}")).expects_continue());
+        assert!(!parse_all("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n").expects_continue());
     }
 
     #[test]

@@ -42,26 +42,58 @@ impl Response {
     }
 
     /// The bytes on the wire. `keep_alive` says whether the connection stays open after it.
+    ///
+    /// Written piece by piece into one buffer of the right size rather than with `write!`: for a
+    /// small publication over keep-alive, `core::fmt` was a tenth of the server's user time.
     pub fn encode(&self, keep_alive: bool) -> Vec<u8> {
-        use std::fmt::Write as _;
-        let mut head = String::with_capacity(128);
-        let _ = write!(
-            head,
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {}\r\n",
-            self.status,
-            reason_phrase(self.status),
-            self.content_type,
-            self.body.len(),
-            if keep_alive { "keep-alive" } else { "close" },
-        );
+        let extra: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 4)
+            .sum();
+        let mut out =
+            Vec::with_capacity(HEAD_BYTES + self.content_type.len() + extra + self.body.len());
+        out.extend_from_slice(b"HTTP/1.1 ");
+        push_number(&mut out, u64::from(self.status));
+        out.push(b' ');
+        out.extend_from_slice(reason_phrase(self.status).as_bytes());
+        out.extend_from_slice(b"\r\nContent-Type: ");
+        out.extend_from_slice(self.content_type.as_bytes());
+        out.extend_from_slice(b"\r\nContent-Length: ");
+        push_number(&mut out, self.body.len() as u64);
+        out.extend_from_slice(if keep_alive {
+            b"\r\nConnection: keep-alive\r\n"
+        } else {
+            b"\r\nConnection: close\r\n"
+        });
         for (name, value) in &self.headers {
-            let _ = write!(head, "{name}: {value}\r\n");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
-        head.push_str("\r\n");
-        let mut bytes = head.into_bytes();
-        bytes.extend_from_slice(&self.body);
-        bytes
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.body);
+        out
     }
+}
+
+/// The fixed part of a head, with room for the longest reason phrase and numbers.
+const HEAD_BYTES: usize = 128;
+
+/// Appends the decimal digits of `n`.
+fn push_number(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
 }
 
 /// The reason phrase of the statuses tickwire answers with.
@@ -104,6 +136,21 @@ mod tests {
         assert!(text.ends_with("\r\n\r\n{\"seq\":1}\n"));
         let closing = String::from_utf8(r.encode(false)).unwrap();
         assert!(closing.contains("\r\nConnection: close\r\n"));
+    }
+
+    #[test]
+    fn the_head_is_exact() {
+        let r = Response::text(404, "no").with_header("Allow", "GET");
+        assert_eq!(
+            String::from_utf8(r.encode(false)).unwrap(),
+            "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Length: 3\r\nConnection: close\r\nAllow: GET\r\n\r\nno\n"
+        );
+        for n in [0, 7, 10, 99, 1000, u64::MAX] {
+            let mut out = Vec::new();
+            push_number(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
     }
 
     #[test]

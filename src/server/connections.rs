@@ -197,6 +197,9 @@ impl Connections {
         h.served += 1;
         let keep = keep_alive && !stopping && !response.ends_connection() && h.served < max;
         let bytes = response.encode(keep);
+        // A request answered at once is followed by the dispatcher, which goes on with the
+        // input; one answered later left reading stopped until now.
+        let answered_later = h.waiting;
         if keep {
             h.waiting = false;
             h.expect = None;
@@ -206,8 +209,11 @@ impl Connections {
                 c.last_progress = now;
             }
             c.out.push_owned(bytes);
-            // Pipelined requests may be waiting in the input, and reading stopped meanwhile.
-            self.resume.push(id);
+            // Pipelined requests may be waiting in the input, and no readable event will say
+            // so. Only then: a read per answer that finds nothing is a syscall per request.
+            if answered_later {
+                self.resume.push(id);
+            }
             self.after_push(id);
         } else {
             self.drain_with(id, Some(bytes));

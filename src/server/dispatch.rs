@@ -12,6 +12,9 @@ use crate::ws::frame::{encode_server_frame, OpCode};
 use crate::ws::handshake;
 use crate::ws::Incoming;
 
+/// The interim answer to `Expect: 100-continue`: go on, send the body.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
 /// Hands freshly read bytes (or none, to retry what is buffered) to the connection's current
 /// phase, keeping what it could not take yet for later.
 pub(crate) fn consume<H: Handler>(
@@ -68,6 +71,12 @@ fn process_http<H: Handler>(
         if !c.may_dispatch() {
             return pos;
         }
+        // Every pipelined request adds an answer to the output: while the client is not reading
+        // those, leave its next requests unread in the input (at most one read's worth), or a
+        // few KiB of `GET /` would queue megabytes of pages.
+        if c.paused_by_output && matches!(c.phase, Phase::Http(_)) {
+            return pos;
+        }
         let Phase::Http(h) = &mut c.phase else {
             // Upgraded while handling the previous request: the rest is frames.
             return pos + process_frames(conns, handler, id, &data[pos..]);
@@ -112,6 +121,11 @@ fn process_http<H: Handler>(
         };
         let total = head_len + body_len;
         if input.len() < total {
+            if input.len() == head_len && req.expects_continue() {
+                // curl waits a second for this before sending a body over 1 KiB (an NDJSON
+                // batch); sent once, as `expect` keeps the head from being parsed again.
+                conns.push_owned(id, CONTINUE.to_vec());
+            }
             conns.with_conn(id, |c| {
                 if let Phase::Http(h) = &mut c.phase {
                     h.expect = Some(total);
@@ -258,5 +272,67 @@ fn on_event<H: Handler>(conns: &mut Connections, handler: &mut H, id: usize, eve
         }
         Incoming::Close(close) => conns.on_peer_close(id, close),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::server::conn::Conn;
+    use crate::server::{Request, ServerConfig, Shared};
+
+    /// Answers every request with a 10 KB page, counting them.
+    struct Pages(usize);
+
+    impl Handler for Pages {
+        fn on_request(&mut self, _: ConnId, _: usize, _: &Request<'_>, _: &[u8]) -> Route {
+            self.0 += 1;
+            Route::Http(Response::new(200, "text/html", vec![b'x'; 10_000]))
+        }
+
+        fn on_message(&mut self, _: ConnId, _: Message, _: &mut Outbox<'_>) {}
+    }
+
+    /// A worker's connections holding one server-side socket of a loopback pair (the client end
+    /// is returned so it stays open).
+    fn one_connection(config: ServerConfig) -> (Connections, usize, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        server.set_nonblocking(true).expect("nonblocking");
+        let mut conns = Connections::new(config, Arc::new(Shared::default()));
+        let socket = mio::net::TcpStream::from_std(server);
+        let id = conns.conns.insert(Conn::new(
+            socket,
+            0,
+            Instant::now(),
+            Duration::from_secs(10),
+        ));
+        (conns, id, client)
+    }
+
+    #[test]
+    fn pipelined_requests_wait_while_their_answers_are_unwritten() {
+        let config = ServerConfig {
+            read_pause_bytes: 32 * 1024,
+            ..ServerConfig::default()
+        };
+        let (mut conns, id, _client) = one_connection(config);
+        let mut pages = Pages(0);
+        let request = b"GET / HTTP/1.1\r\n\r\n";
+        consume(&mut conns, &mut pages, id, &request.repeat(100));
+        // Four 10 KB answers pass 32 KiB: the other 96 requests stay unread in the input
+        // rather than becoming a megabyte of output.
+        assert_eq!(pages.0, 4);
+        let c = &conns.conns[id];
+        assert!(c.paused_by_output && !c.may_read());
+        assert_eq!(c.inbuf.len(), 96 * request.len());
+        assert!(c.out.len_bytes() < 32 * 1024 + 10_200);
+        // Answered at once, so no extra read is asked for: the dispatcher went on by itself.
+        assert!(conns.resume.is_empty());
     }
 }

@@ -14,6 +14,8 @@ use crate::ws::frame::{encode_server_frame, OpCode};
 struct Due {
     too_slow: Vec<usize>,
     idle: Vec<usize>,
+    /// Idle past the timeout while answers are still being written.
+    idle_writing: Vec<usize>,
     dead: Vec<usize>,
     to_ping: Vec<usize>,
     stalled: Vec<usize>,
@@ -29,6 +31,7 @@ pub(crate) fn sweep(conns: &mut Connections) {
         let expired = c.phase.deadline().is_some_and(|d| now >= d);
         match &c.phase {
             Phase::Http(h) if expired && h.idle && c.out.len_bytes() == 0 => due.idle.push(id),
+            Phase::Http(h) if expired && h.idle => due.idle_writing.push(id),
             Phase::Http(_) if expired => due.too_slow.push(id),
             Phase::Open(o) => {
                 let quiet = now.saturating_duration_since(o.last_heard);
@@ -54,6 +57,11 @@ pub(crate) fn sweep(conns: &mut Connections) {
     }
     for id in due.idle {
         conns.remove(id);
+    }
+    // No request is late, so no 408 (it would read as the answer to a request never sent):
+    // finish writing the answers, then close, within the close timeout.
+    for id in due.idle_writing {
+        conns.drain_with(id, None);
     }
     for id in due.dead {
         if conns.is_open(id) {

@@ -129,7 +129,10 @@ impl<H: Handler> Worker<H> {
                     }
                     Token(id) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.on_readable(id);
+                            // Only a plain readable edge may stop at a short read: an end of
+                            // stream or an error brings no further edge.
+                            let edge = !event.is_read_closed() && !event.is_error();
+                            self.on_readable(id, edge);
                         }
                         if event.is_writable() {
                             self.conns.flush(id);
@@ -143,7 +146,7 @@ impl<H: Handler> Worker<H> {
                 }
             }
             for id in mem::take(&mut self.conns.resume) {
-                self.on_readable(id);
+                self.on_readable(id, false);
             }
             self.handler.on_turn(&mut Outbox {
                 conns: &mut self.conns,
@@ -255,7 +258,13 @@ impl<H: Handler> Worker<H> {
 
     /// Hands on what is buffered, then reads until `WouldBlock` (or the per-turn budget),
     /// handing each chunk to [`consume`].
-    fn on_readable(&mut self, id: usize) {
+    ///
+    /// `edge`: called for a readable event. Then a read that does not fill the buffer took all
+    /// the socket had (epoll signals every arrival after it, as tokio relies on too), and the
+    /// read that would only say `WouldBlock` is skipped: on a keep-alive connection that is one
+    /// syscall of three per request. Resumed connections read until `WouldBlock`: their data or
+    /// end of stream may have arrived while they were paused, and no edge will come again.
+    fn on_readable(&mut self, id: usize, edge: bool) {
         let retry = self
             .conns
             .conns
@@ -281,6 +290,9 @@ impl<H: Handler> Worker<H> {
                     c.heard(self.conns.now);
                     consume(&mut self.conns, &mut self.handler, id, &self.scratch[..n]);
                     self.notify_closed();
+                    if edge && n < self.scratch.len() {
+                        return;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -324,6 +336,10 @@ impl<H: Handler> Worker<H> {
                 Phase::Http(h) if h.idle && c.inbuf.is_empty() && c.out.len_bytes() == 0 => {
                     self.conns.remove(id)
                 }
+                // Kept open after an answer still being written: finish it, then close. Left
+                // as it was, it would wait for a next request and hold the exit until the
+                // deadline.
+                Phase::Http(h) if h.idle && c.inbuf.is_empty() => self.conns.drain_with(id, None),
                 Phase::Open(_) => {
                     self.conns
                         .close(id, CloseCode::GOING_AWAY, "server shutting down")

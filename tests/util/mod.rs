@@ -4,10 +4,12 @@
 //! - `broker`: a broker on free ports, JSON subscribers, a small HTTP client, metrics.
 //! - `redis`: a real redis-server on a free port.
 //! - `child`: the `tickwire` binary as a child process, its banner, its fds and memory.
+//! - `http`: a keep-alive HTTP/1.1 client, answers read by `Content-Length`.
 #![allow(dead_code)]
 
 pub mod broker;
 pub mod child;
+pub mod http;
 pub mod redis;
 
 use std::io::{Read, Write};
