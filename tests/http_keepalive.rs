@@ -230,15 +230,18 @@ fn an_oversize_body_is_refused_while_it_is_still_arriving() {
     c.send(&vec![b' '; 256 * 1024]);
     c.expect_closed();
 
-    let broker = b::start(|c| c.max_request_body = 1000);
+    let broker = b::start(|c| {
+        c.max_request_body = 2000;
+        c.max_payload = 2000;
+    });
     let mut c = KeepAlive::connect(b::local(&broker));
-    let at_limit = format!("\"{}\"", "z".repeat(998));
+    let at_limit = format!("\"{}\"", "z".repeat(1998));
     assert_eq!(
         c.call("POST", "/publish?topic=big/x", &[], at_limit.as_bytes())
             .status,
         202
     );
-    let over = format!("\"{}\"", "z".repeat(999));
+    let over = format!("\"{}\"", "z".repeat(1999));
     let r = c.call("POST", "/publish?topic=big/x", &[], over.as_bytes());
     assert!(r.status == 413 && r.closes());
     c.expect_closed();
