@@ -358,6 +358,15 @@ fn nodes_share_one_feed_through_redis_and_ride_out_its_restart() {
     }
     answers_ping(&mut c1, "c1");
 
+    // Every node answers with the feed's one epoch.
+    let epoch = Sub::connect_to(a.public, "/ws").subscribe(&["epoch/x"]);
+    for node in [&bn, &c] {
+        assert_eq!(
+            Sub::connect_to(node.public, "/ws").subscribe(&["epoch/x"]),
+            epoch
+        );
+    }
+
     // Redis comes back on the same port, empty (nothing was saved).
     redis.restart();
     for node in [&a, &bn, &c] {
@@ -394,6 +403,17 @@ fn nodes_share_one_feed_through_redis_and_ride_out_its_restart() {
         [("quotes/AAPL".to_owned(), seq, data.clone())]
     );
 
+    // The nodes were connected until Redis went away and gave it back every seq: no seq was
+    // lost, so the epoch stays, on every node.
+    for node in [&a, &bn, &c] {
+        assert_eq!(
+            Sub::connect_to(node.public, "/ws").subscribe(&["epoch/x"]),
+            epoch,
+            "{}",
+            node.name
+        );
+    }
+
     // A node started after the restart still gets the snapshots of topics not published since.
     let d = Node::start("node-d", &redis);
     let mut d1 = Sub::connect_to(d.public, "/ws");
@@ -419,6 +439,42 @@ fn nodes_share_one_feed_through_redis_and_ride_out_its_restart() {
             node.name
         );
     }
+}
+
+/// A subscriber of one node reconnects to another: the epoch is Redis's, the same on both, and
+/// every node kept the same history, so it recovers there.
+#[test]
+fn a_subscriber_recovers_on_another_node() {
+    let _scratch = Scratch::new("recover-across");
+    let redis = RedisServer::start(free_port(), &_scratch.0);
+    let a = Node::start("node-a", &redis);
+    let bn = Node::start("node-b", &redis);
+    let mut sub = Sub::connect_to(a.public, "/ws");
+    let epoch = sub.subscribe(&["across/x"]);
+    for n in 1..=5 {
+        assert_eq!(a.publish("across/x", &json!(n)).0, 202);
+    }
+    let got = collect(&mut sub, 5);
+    assert_eq!(got.last().map(|m| m.1), Some(5));
+    drop(sub);
+    for n in 6..=9 {
+        assert_eq!(a.publish("across/x", &json!(n)).0, 202);
+    }
+    // Node b has seen every publication too (it delivers what comes back from Redis).
+    eventually(WAIT, "node b has seq 9", || {
+        bn.topics().get("across/x") == Some(&9)
+    });
+    let mut back = Sub::connect_to(bn.public, "/ws");
+    back.send(json!({"op": "subscribe", "topics": ["across/x"],
+                     "since": {"across/x": 5}, "epoch": epoch, "id": 2}));
+    let ack = back.next();
+    assert_eq!(ack["epoch"], json!(epoch), "{ack}");
+    assert_eq!(ack["recovered"], json!(["across/x"]), "{ack}");
+    let replayed = collect(&mut back, 4);
+    let seqs: Vec<u64> = replayed.iter().map(|m| m.1).collect();
+    assert_eq!(seqs, [6, 7, 8, 9]);
+    assert_eq!(bn.publish("across/x", &json!(10)).0, 202);
+    assert_eq!(collect(&mut back, 1)[0].1, 10);
 }
 
 #[test]
