@@ -36,9 +36,24 @@ pub struct TopicEntry {
     /// The latest value as a snapshot frame, made when a subscriber first needs it and shared
     /// by every subscriber after it; `None` again after each publication.
     pub snapshot: Option<Frame>,
-    /// The last publications' live frames (the latest included), by seq, with no seq missing
-    /// between them: what a reconnecting subscriber can be replayed (`--history`).
-    pub history: VecDeque<(u64, Frame)>,
+    /// The last publications (the latest included), with no seq missing between them: what a
+    /// reconnecting subscriber can be replayed (`--history`).
+    pub history: VecDeque<Sent>,
+}
+
+/// A publication as it went out: its seq, its live frame, and its delta frame if it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    pub seq: u64,
+    pub full: Frame,
+    pub delta: Option<Frame>,
+}
+
+impl Sent {
+    /// What keeping it costs, roughly: the frames and the entry.
+    pub fn bytes(&self) -> usize {
+        self.full.len() + self.delta.as_ref().map_or(0, |d| d.len()) + 48
+    }
 }
 
 /// Why a topic in `since` could not be recovered (it gets a snapshot instead).
@@ -78,8 +93,8 @@ pub struct Replay {
     pub id: u64,
     /// The topic's latest seq: live updates up to it are covered by the replay.
     pub latest: u64,
-    /// The live frames of every publication after the client's seq, in order.
-    pub frames: Vec<Frame>,
+    /// Every publication after the client's seq, in order.
+    pub sent: Vec<Sent>,
 }
 
 impl TopicEntry {
@@ -205,20 +220,20 @@ impl Cache {
         if after > e.seq {
             return Err(NotRecovered::Future);
         }
-        let oldest = e.history.front().map_or(e.seq + 1, |(seq, _)| *seq);
+        let oldest = e.history.front().map_or(e.seq + 1, |s| s.seq);
         if after + 1 < oldest && after < e.seq {
             return Err(NotRecovered::HistoryTooShort);
         }
-        let frames = e
+        let sent = e
             .history
             .iter()
-            .filter(|(seq, _)| *seq > after)
-            .map(|(_, f)| f.clone())
+            .filter(|s| s.seq > after)
+            .cloned()
             .collect();
         Ok(Replay {
             id: e.id,
             latest: e.seq,
-            frames,
+            sent,
         })
     }
 

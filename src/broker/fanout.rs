@@ -6,8 +6,10 @@ use std::cmp::Reverse;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use super::cache::Sent;
 use super::hub::Delivery;
 use super::rate::Admit;
+use super::snapshots::send_replay;
 use super::{BrokerWorker, Client};
 use crate::server::{ConnId, Outbox};
 
@@ -24,6 +26,11 @@ impl BrokerWorker {
         let clients = &mut self.clients;
         let timers = &mut self.rate_timers;
         let metrics = &self.shared.hub.metrics;
+        let sent = Sent {
+            seq: d.seq,
+            full: d.frame.clone(),
+            delta: d.delta.clone(),
+        };
         let mut delivered = 0;
         self.index.for_each_match(&d.topic, |conn| {
             let Some(Some(Client::Subscriber(sub))) = clients.get_mut(conn.0) else {
@@ -44,18 +51,14 @@ impl BrokerWorker {
             if let Some(backlog) = &mut sub.backlog {
                 // Something newer than the snapshot it was owed; or the replay it was owed
                 // must come first.
-                if let Some(frames) = backlog.overtaken(d.topic_id) {
-                    for f in &frames {
-                        out.send_keyed(conn, d.topic_id, f);
-                    }
-                    metrics
-                        .replayed
-                        .fetch_add(frames.len() as u64, Ordering::Relaxed);
+                if let Some(replay) = backlog.overtaken(d.topic_id) {
+                    let n = send_replay(sub, conn, d.topic_id, &d.topic, &replay, out);
+                    metrics.replayed.fetch_add(n as u64, Ordering::Relaxed);
                 }
             }
             if let Some(rate) = sub.rate.as_mut().filter(|r| r.limits_anything()) {
                 let patterns = sub.patterns.iter().map(|p| &**p);
-                match rate.admit(d.topic_id, &d.topic, d.seq, &d.frame, now, patterns) {
+                match rate.admit(d.topic_id, &d.topic, &sent, now, patterns) {
                     Admit::Send => {}
                     Admit::HoldUntil(at) => {
                         timers.push(Reverse((at, conn.0, sub.serial, d.topic_id)));
@@ -67,7 +70,11 @@ impl BrokerWorker {
                     }
                 }
             }
-            if out.send_keyed(conn, d.topic_id, &d.frame) {
+            let frame = match &mut sub.deltas {
+                Some(deltas) => deltas.choose(d.topic_id, &d.topic, &sent, out.is_behind(conn)),
+                None => &sent.full,
+            };
+            if out.send_keyed(conn, d.topic_id, frame) {
                 delivered += 1;
             }
         });
@@ -86,10 +93,15 @@ impl BrokerWorker {
             let Some(sub) = self.subscriber(ConnId(conn)).filter(|s| s.serial == serial) else {
                 continue; // gone since
             };
-            let Some((_, frame)) = sub.rate.as_mut().and_then(|r| r.open(topic, now)) else {
+            let Some((name, sent)) = sub.rate.as_mut().and_then(|r| r.open(topic, now)) else {
                 continue;
             };
-            if out.send_keyed(ConnId(conn), topic, &frame) {
+            let conn = ConnId(conn);
+            let frame = match &mut sub.deltas {
+                Some(deltas) => deltas.choose(topic, &name, &sent, out.is_behind(conn)),
+                None => &sent.full,
+            };
+            if out.send_keyed(conn, topic, frame) {
                 delivered += 1;
             }
         }

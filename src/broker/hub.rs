@@ -20,8 +20,8 @@ use crossbeam_channel::{Receiver, Sender};
 
 #[cfg(test)]
 use super::cache::NotRecovered;
-use super::cache::{Cache, TopicEntry};
-use super::protocol::encode_msg_frame;
+use super::cache::{Cache, Sent, TopicEntry};
+use super::protocol::{encode_delta_frame, encode_msg_frame};
 use super::publisher::{PublishError, Upstream};
 use super::topic::validate_topic;
 use crate::metrics::Metrics;
@@ -34,6 +34,9 @@ pub(crate) struct Delivery {
     pub topic_id: u64,
     pub seq: u64,
     pub frame: Frame,
+    /// The same publication as a merge patch from the previous one, when there is one (see
+    /// `delta`), for subscribers that had seq - 1.
+    pub delta: Option<Frame>,
 }
 
 /// What [`Hub::deliver_sequenced`] did with a publication.
@@ -112,6 +115,8 @@ pub(crate) struct Hub {
     pub max_depth: usize,
     /// Publications kept per topic for recovery.
     history: usize,
+    /// Delta subscriptions across the workers: while none, no patch is computed.
+    delta_wanted: AtomicUsize,
     epoch: parking_lot::RwLock<Arc<str>>,
     queues: Box<[WorkerQueue]>,
     capacity: usize,
@@ -147,6 +152,7 @@ impl Hub {
             max_payload: limits.max_payload,
             max_depth: limits.max_depth,
             history: limits.history,
+            delta_wanted: AtomicUsize::new(0),
             epoch: parking_lot::RwLock::new(new_epoch().into()),
             queues: queues.into(),
             capacity,
@@ -351,16 +357,23 @@ impl Hub {
                     (shard.entry(topic).or_insert(entry), seq)
                 }
             };
+            let delta = self.delta_frame(entry, seq, payload, &mut buf);
             entry.seq = seq;
             entry.payload = encode_msg_frame(&mut buf, &entry.topic_json, seq, false, payload);
             entry.frame = Arc::from(&buf[..]);
             entry.snapshot = None;
-            self.remember(&mut entry.history, seq, &entry.frame);
+            let sent = Sent {
+                seq,
+                full: entry.frame.clone(),
+                delta: delta.clone(),
+            };
+            self.remember(&mut entry.history, sent);
             Some(Delivery {
                 topic: entry.topic.clone(),
                 topic_id: entry.id,
                 seq,
                 frame: entry.frame.clone(),
+                delta,
             })
         })?;
         for q in self.queues.iter() {
@@ -373,21 +386,51 @@ impl Hub {
         Some((delivery.seq, created))
     }
 
-    /// Keeps `frame` (seq `seq`) in a topic's history: the last `history` publications, with
-    /// no seq missing (a jump, after a reload from Redis, starts the history afresh).
-    fn remember(&self, history: &mut VecDeque<(u64, Frame)>, seq: u64, frame: &Frame) {
+    /// The delta frame of publication `seq` of `entry` (whose value is still the previous
+    /// one), when some subscriber wants deltas, the previous value is seq - 1, and a merge patch
+    /// can say the change in fewer bytes. Computed once per publication.
+    fn delta_frame(
+        &self,
+        entry: &TopicEntry,
+        seq: u64,
+        payload: &[u8],
+        buf: &mut Vec<u8>,
+    ) -> Option<Frame> {
+        if self.delta_wanted.load(Ordering::Relaxed) == 0 || entry.seq + 1 != seq {
+            return None;
+        }
+        let patch = super::delta::patch_between(entry.payload(), payload)?;
+        encode_delta_frame(buf, &entry.topic_json, seq, patch.as_bytes());
+        Some(Arc::from(&buf[..]))
+    }
+
+    /// A subscriber's delta patterns came or went: deltas are computed while any exist.
+    pub(crate) fn want_deltas(&self, delta: isize) {
+        if delta >= 0 {
+            self.delta_wanted
+                .fetch_add(delta.unsigned_abs(), Ordering::Relaxed);
+        } else {
+            self.delta_wanted
+                .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+        }
+    }
+
+    /// Keeps a publication in a topic's history: the last `history` publications, with no seq
+    /// missing (a jump, after a reload from Redis, starts the history afresh).
+    fn remember(&self, history: &mut VecDeque<Sent>, sent: Sent) {
         if self.history == 0 {
             return;
         }
         let mut freed = 0;
-        if history.back().is_some_and(|(last, _)| last + 1 != seq) {
-            freed += history.drain(..).map(|(_, f)| f.len()).sum::<usize>();
+        if history.back().is_some_and(|last| last.seq + 1 != sent.seq) {
+            freed += history.drain(..).map(|s| s.bytes()).sum::<usize>();
         }
-        history.push_back((seq, frame.clone()));
+        let added = sent.bytes();
+        history.push_back(sent);
         while history.len() > self.history {
-            freed += history.pop_front().map_or(0, |(_, f)| f.len());
+            freed += history.pop_front().map_or(0, |s| s.bytes());
         }
-        self.metrics.history_bytes_add(frame.len(), freed);
+        self.metrics.history_bytes_add(added, freed);
     }
 
     /// The feed's epoch: it changes only when seqs or history may have restarted.
@@ -502,7 +545,7 @@ mod tests {
         let seqs = |after| {
             hub.cache
                 .replay_after("h", after)
-                .map(|r| (r.latest, r.frames.len()))
+                .map(|r| (r.latest, r.sent.len()))
         };
         // History 4: seqs 3 to 6.
         assert_eq!(

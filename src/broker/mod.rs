@@ -17,6 +17,8 @@
 //!   waits for them.
 
 pub(crate) mod cache;
+mod delivery;
+pub mod delta;
 mod fanout;
 pub(crate) mod hub;
 pub mod index;
@@ -274,6 +276,9 @@ impl Handler for BrokerWorker {
         match client {
             Some(Client::Subscriber(sub)) => {
                 self.shared.connection_event(ConnectionEvent::Closed);
+                if let Some(d) = &sub.deltas {
+                    self.shared.hub.want_deltas(-(d.count() as isize));
+                }
                 for p in &sub.patterns {
                     self.index.remove(p, conn);
                     self.shared.count_subscription(p, -1);

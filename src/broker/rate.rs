@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::cache::Sent;
 use super::topic;
-use crate::server::Frame;
 
 /// What to do with a live frame for one topic.
 #[derive(Debug, PartialEq, Eq)]
@@ -32,8 +32,8 @@ struct Slot {
     interval: Option<Duration>,
     /// When the next frame may go.
     next: Instant,
-    /// The latest frame waiting for the slot, with its seq.
-    waiting: Option<(u64, Frame)>,
+    /// The latest publication waiting for the slot.
+    waiting: Option<Sent>,
     /// The rates changed since `interval` was worked out.
     generation: u64,
 }
@@ -87,13 +87,12 @@ impl RateLimiter {
             .retain(|_, s| remaining.iter().any(|p| topic::matches(p, &s.topic)));
     }
 
-    /// A live frame for `topic` (`id`, `seq`) at `now`; `patterns` are all the connection's.
+    /// A live publication of `topic` (`id`) at `now`; `patterns` are all the connection's.
     pub fn admit<'p>(
         &mut self,
         id: u64,
         topic: &Arc<str>,
-        seq: u64,
-        frame: &Frame,
+        sent: &Sent,
         now: Instant,
         patterns: impl Iterator<Item = &'p str>,
     ) -> Admit {
@@ -131,18 +130,19 @@ impl RateLimiter {
             slot.next = now + interval;
             return Admit::Send;
         }
-        match slot.waiting.replace((seq, frame.clone())) {
+        match slot.waiting.replace(sent.clone()) {
             Some(_) => Admit::Merged,
             None => Admit::HoldUntil(slot.next),
         }
     }
 
-    /// The slot of topic `id` opened at `now`: the frame waiting in it, if any, to send now.
-    pub fn open(&mut self, id: u64, now: Instant) -> Option<(u64, Frame)> {
+    /// The slot of topic `id` opened at `now`: the publication waiting in it, if any, to send
+    /// now, with its topic.
+    pub fn open(&mut self, id: u64, now: Instant) -> Option<(Arc<str>, Sent)> {
         let slot = self.slots.get_mut(&id)?;
         let waiting = slot.waiting.take()?;
         slot.next = now + slot.interval.unwrap_or_default();
-        Some(waiting)
+        Some((slot.topic.clone(), waiting))
     }
 
     /// The interval between messages of `topic`: 1/R of the most generous matching pattern,
@@ -178,8 +178,12 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    fn f(s: &str) -> Frame {
-        Arc::from(s.as_bytes())
+    fn f(s: &str) -> Sent {
+        Sent {
+            seq: s.parse().unwrap_or(0),
+            full: Arc::from(s.as_bytes()),
+            delta: None,
+        }
     }
 
     const PATTERNS: [&str; 2] = ["q/+", "q/A"];
@@ -191,25 +195,22 @@ mod tests {
         let t0 = Instant::now();
         let ps = || ["q/+"].into_iter();
         let b: Arc<str> = "q/B".into();
-        assert_eq!(r.admit(1, &b, 1, &f("1"), t0, ps()), Admit::Send);
+        assert_eq!(r.admit(1, &b, &f("1"), t0, ps()), Admit::Send);
         let opens = t0 + Duration::from_millis(500);
-        assert_eq!(
-            r.admit(1, &b, 2, &f("2"), t0, ps()),
-            Admit::HoldUntil(opens)
-        );
-        assert_eq!(r.admit(1, &b, 3, &f("3"), t0, ps()), Admit::Merged);
-        assert_eq!(r.open(1, opens).map(|(s, _)| s), Some(3));
+        assert_eq!(r.admit(1, &b, &f("2"), t0, ps()), Admit::HoldUntil(opens));
+        assert_eq!(r.admit(1, &b, &f("3"), t0, ps()), Admit::Merged);
+        assert_eq!(r.open(1, opens).map(|(_, s)| s.seq), Some(3));
         assert_eq!(r.open(1, opens), None, "nothing waits after it went");
         // The next slot is one interval after the one that opened.
         let later = opens + Duration::from_millis(100);
         assert_eq!(
-            r.admit(1, &b, 4, &f("4"), later, ps()),
+            r.admit(1, &b, &f("4"), later, ps()),
             Admit::HoldUntil(opens + Duration::from_millis(500))
         );
         let much_later = opens + Duration::from_secs(2);
-        assert_eq!(r.open(1, much_later).map(|(s, _)| s), Some(4));
+        assert_eq!(r.open(1, much_later).map(|(_, s)| s.seq), Some(4));
         assert_eq!(
-            r.admit(1, &b, 5, &f("5"), much_later + Duration::from_secs(1), ps()),
+            r.admit(1, &b, &f("5"), much_later + Duration::from_secs(1), ps()),
             Admit::Send
         );
     }
@@ -241,18 +242,18 @@ mod tests {
         let t0 = Instant::now();
         let b: Arc<str> = "q/B".into();
         assert_eq!(
-            r.admit(7, &b, 1, &f("1"), t0, ["q/+"].into_iter()),
+            r.admit(7, &b, &f("1"), t0, ["q/+"].into_iter()),
             Admit::Send
         );
         assert!(matches!(
-            r.admit(7, &b, 2, &f("2"), t0, ["q/+"].into_iter()),
+            r.admit(7, &b, &f("2"), t0, ["q/+"].into_iter()),
             Admit::HoldUntil(_)
         ));
         // Still matched by another pattern: what waits stays.
         r.unsubscribed(&[&q], || vec!["q/B"]);
         assert!(r.open(7, t0 + Duration::from_secs(1)).is_some());
         assert!(matches!(
-            r.admit(7, &b, 3, &f("3"), t0, ["q/B"].into_iter()),
+            r.admit(7, &b, &f("3"), t0, ["q/B"].into_iter()),
             Admit::Send | Admit::HoldUntil(_)
         ));
         r.unsubscribed(&[&"q/B".to_owned()], Vec::new);

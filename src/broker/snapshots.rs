@@ -13,9 +13,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::cache::Sent;
+use super::subscriber::Subscriber;
 use super::tree::Budget;
 use super::{topic, BrokerWorker};
-use crate::server::{ConnId, Frame, Outbox};
+use crate::server::{ConnId, Outbox};
 
 /// Messages (snapshots and replayed ones) a worker sends per loop turn, over all subscribers.
 pub(crate) const SNAPSHOTS_PER_TURN: usize = 256;
@@ -25,8 +27,8 @@ pub(crate) const SNAPSHOTS_PER_TURN: usize = 256;
 pub(crate) struct Backlog {
     /// (topic id, topic, `patterns_changed` when it was owed), in order.
     queue: VecDeque<(u64, Arc<str>, u64)>,
-    /// The ids in `queue` still owed: `None` a snapshot, `Some` the frames of a replay.
-    owed: HashMap<u64, Option<Vec<Frame>>>,
+    /// The ids in `queue` still owed: `None` a snapshot, `Some` the publications of a replay.
+    owed: HashMap<u64, Option<Vec<Sent>>>,
 }
 
 impl Backlog {
@@ -36,7 +38,7 @@ impl Backlog {
 
     /// A live update of topic `id` is about to go out: a snapshot owed for it is no longer
     /// needed; a replay owed for it must go first. Returns the replay's frames, if any.
-    pub fn overtaken(&mut self, id: u64) -> Option<Vec<Frame>> {
+    pub fn overtaken(&mut self, id: u64) -> Option<Vec<Sent>> {
         self.owed.remove(&id).flatten()
     }
 }
@@ -67,7 +69,7 @@ impl BrokerWorker {
             match hub.cache.replay_after(&name, after) {
                 Ok(replay) => {
                     let name: Arc<str> = name.as_str().into();
-                    owed.push((replay.id, name.clone(), replay.latest, replay.frames));
+                    owed.push((replay.id, name.clone(), replay.latest, replay.sent));
                     recovered.push(name.to_string());
                 }
                 Err(why) => hub.metrics.not_recovered(why),
@@ -169,18 +171,18 @@ impl BrokerWorker {
                     continue; // unsubscribed since
                 }
                 match owed {
-                    Some(frames) => {
-                        for f in &frames {
-                            out.send_keyed(conn, id, f);
-                        }
-                        done += frames.len().max(1);
-                        replayed += frames.len();
+                    Some(replay) => {
+                        replayed += send_replay(sub, conn, id, &name, &replay, out);
+                        done += replay.len().max(1);
                     }
                     None => {
                         let Some(snap) = hub.cache.snapshot(&name) else {
                             continue;
                         };
                         sub.floors.insert(snap.id, snap.seq);
+                        if let Some(d) = &mut sub.deltas {
+                            d.sent_full(snap.id, snap.seq);
+                        }
                         out.send_keyed(conn, snap.id, &snap.frame);
                         done += 1;
                         snapshots += 1;
@@ -201,4 +203,28 @@ impl BrokerWorker {
             .replayed
             .fetch_add(replayed as u64, Ordering::Relaxed);
     }
+}
+
+/// Sends a replay: the first message whole, the rest as deltas where the subscriber wants them
+/// and can apply them. Returns how many were sent.
+pub(super) fn send_replay(
+    sub: &mut Subscriber,
+    conn: ConnId,
+    id: u64,
+    name: &str,
+    replay: &[Sent],
+    out: &mut Outbox<'_>,
+) -> usize {
+    for (i, sent) in replay.iter().enumerate() {
+        let frame = match &mut sub.deltas {
+            Some(d) if i > 0 => d.choose(id, name, sent, out.is_behind(conn)),
+            Some(d) => {
+                d.sent_full(id, sent.seq);
+                &sent.full
+            }
+            None => &sent.full,
+        };
+        out.send_keyed(conn, id, frame);
+    }
+    replay.len()
 }

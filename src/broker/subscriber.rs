@@ -8,6 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use super::delivery::Deltas;
 use super::protocol::{self, ClientError, ErrorCode, Subscribe};
 use super::rate::RateLimiter;
 use super::snapshots::Backlog;
@@ -32,6 +33,8 @@ pub(crate) struct Subscriber {
     pub backlog: Option<Box<Backlog>>,
     /// `max_rate` slots, `None` when nothing limits this subscriber.
     pub rate: Option<Box<RateLimiter>>,
+    /// What was last sent per topic, for `delta: true`; `None` when never asked.
+    pub deltas: Option<Box<Deltas>>,
     /// The last publication (worker-local number) delivered, to deliver once per connection.
     pub stamp: u64,
 }
@@ -58,6 +61,7 @@ impl BrokerWorker {
                 floors: HashMap::new(),
                 backlog: None,
                 rate: (cap > 0.0).then(|| Box::new(RateLimiter::new(cap))),
+                deltas: None,
                 stamp: 0,
             })),
         );
@@ -199,10 +203,18 @@ impl BrokerWorker {
                 .get_or_insert_with(|| Box::new(RateLimiter::new(cap)))
                 .set(&patterns, request.max_rate);
         }
+        let mut delta_change = 0;
+        if request.delta || sub.deltas.is_some() {
+            delta_change = sub
+                .deltas
+                .get_or_insert_with(Default::default)
+                .set(&patterns, request.delta);
+        }
         for p in &new {
             self.index.insert(p, conn);
             self.shared.count_subscription(p, 1);
         }
+        self.shared.hub.want_deltas(delta_change);
         let epoch = self.shared.hub.epoch();
         let since = !request.since.is_empty() || request.epoch.is_some();
         let recovered = if since {
@@ -243,6 +255,8 @@ impl BrokerWorker {
                 let remaining = &sub.patterns;
                 rate.unsubscribed(&removed, || remaining.iter().map(|p| &**p).collect());
             }
+            let delta_change = sub.deltas.as_mut().map_or(0, |d| d.unsubscribed(&removed));
+            self.shared.hub.want_deltas(delta_change);
             for p in removed {
                 self.index.remove(p, conn);
                 self.shared.count_subscription(p, -1);

@@ -42,6 +42,14 @@ impl Outbox<'_> {
         self.conns.push_keyed(conn.0, key, frame)
     }
 
+    /// Whether frames sent with a key would be held now (the connection is behind): such a
+    /// frame may be replaced by a newer one before it is written.
+    pub fn is_behind(&self, conn: ConnId) -> bool {
+        self.conns.conns.get(conn.0).is_some_and(|c| {
+            c.held.is_some() || c.out.len_bytes() > self.conns.config.conflate_above_bytes
+        })
+    }
+
     /// Drops the frame held back for `key`, if any (the connection no longer wants it).
     pub fn forget_keyed(&mut self, conn: ConnId, key: u64) {
         if let Some(held) = self

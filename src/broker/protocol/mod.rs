@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 pub use publication::{parse_batch, parse_publication, BatchLineError, Publication};
-pub use reply::{ack, encode_msg_frame, error, pong};
+pub use reply::{ack, encode_delta_frame, encode_msg_frame, error, pong};
 pub use request::{parse_request, request_id, Request, Subscribe};
 
 /// The machine-readable code of an `error` message.

@@ -82,31 +82,49 @@ pub fn encode_msg_frame(
     snapshot: bool,
     payload: &[u8],
 ) -> std::ops::Range<usize> {
+    let member: &[u8] = if snapshot {
+        b",\"snapshot\":true,\"data\":"
+    } else {
+        b",\"data\":"
+    };
+    encode_msg(out, topic_json, seq, member, payload)
+}
+
+/// Encodes the frame of a `msg` carrying a merge patch (`delta: true` subscribers):
+/// `{"type":"msg","topic":T,"seq":N,"delta":PATCH}`.
+pub fn encode_delta_frame(out: &mut Vec<u8>, topic_json: &str, seq: u64, patch: &[u8]) {
+    encode_msg(out, topic_json, seq, b",\"delta\":", patch);
+}
+
+/// `{"type":"msg","topic":T,"seq":N<member>VALUE}` as one text frame into `out`; returns where
+/// the value sits in it.
+fn encode_msg(
+    out: &mut Vec<u8>,
+    topic_json: &str,
+    seq: u64,
+    member: &[u8],
+    value: &[u8],
+) -> std::ops::Range<usize> {
     let mut digits = [0u8; 20];
     let seq_text = decimal(seq, &mut digits);
-    let parts: [&[u8]; 6] = [
+    let parts: [&[u8]; 5] = [
         b"{\"type\":\"msg\",\"topic\":",
         topic_json.as_bytes(),
         b",\"seq\":",
         seq_text,
-        if snapshot {
-            b",\"snapshot\":true,\"data\":"
-        } else {
-            b",\"data\":"
-        },
-        payload,
+        member,
     ];
-    let body_len: usize = parts.iter().map(|p| p.len()).sum::<usize>() + 1;
+    let body_len: usize = parts.iter().map(|p| p.len()).sum::<usize>() + value.len() + 1;
     let mut head = [0u8; MAX_SERVER_HEADER];
     let head_len = encode_server_header(true, OpCode::Text, body_len, &mut head);
     out.clear();
     out.reserve(head_len + body_len);
     out.extend_from_slice(&head[..head_len]);
-    for p in &parts[..5] {
+    for p in parts {
         out.extend_from_slice(p);
     }
     let start = out.len();
-    out.extend_from_slice(payload);
+    out.extend_from_slice(value);
     let range = start..out.len();
     out.push(b'}');
     range
@@ -186,5 +204,16 @@ mod tests {
             v,
             serde_json::json!({"type":"unsubscribed","topics":["q/A"],"reason":"forbidden"})
         );
+    }
+
+    #[test]
+    fn delta_frames_carry_the_patch() {
+        let mut frame = Vec::new();
+        encode_delta_frame(&mut frame, "\"q/A\"", 7, br#"{"bid":2}"#);
+        assert_eq!(
+            std::str::from_utf8(&frame[2..]).unwrap(),
+            r#"{"type":"msg","topic":"q/A","seq":7,"delta":{"bid":2}}"#
+        );
+        assert_eq!(frame[1] as usize, frame.len() - 2);
     }
 }

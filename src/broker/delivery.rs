@@ -1,0 +1,140 @@
+//! The form a message takes for one subscriber. A subscriber that asked for `delta: true` gets a
+//! topic's merge patch instead of its whole value when, and only when, the last message of that
+//! topic it was sent is the publication just before (so it can apply the patch): never for its
+//! first message of a topic (a snapshot, the start of a replay), never after a gap (merged by
+//! `max_rate`, conflated while behind), and never while it is behind, since a held frame can be
+//! replaced by a newer one before it goes out.
+
+use std::collections::{HashMap, HashSet};
+
+use super::cache::Sent;
+use super::topic;
+use crate::server::Frame;
+
+/// What a subscriber with delta patterns was last sent, per topic.
+#[derive(Debug, Default)]
+pub struct Deltas {
+    /// Patterns subscribed with `delta: true`.
+    patterns: HashSet<Box<str>>,
+    topics: HashMap<u64, Track>,
+    /// Bumped when `patterns` changes: whether a topic wants deltas is worked out again.
+    generation: u64,
+}
+
+#[derive(Debug)]
+struct Track {
+    /// The seq of the last message of the topic sent to this subscriber.
+    last: u64,
+    wants: bool,
+    generation: u64,
+}
+
+impl Deltas {
+    /// The patterns of a subscribe request, with its `delta` option. Returns the change in the
+    /// number of delta patterns (for the hub's count).
+    pub fn set(&mut self, patterns: &[String], on: bool) -> isize {
+        let before = self.patterns.len() as isize;
+        for p in patterns {
+            if on {
+                self.patterns.insert(p.as_str().into());
+            } else {
+                self.patterns.remove(p.as_str());
+            }
+        }
+        self.generation += 1;
+        self.patterns.len() as isize - before
+    }
+
+    /// Unsubscribed patterns. Returns the change in the number of delta patterns.
+    pub fn unsubscribed(&mut self, removed: &[&String]) -> isize {
+        let before = self.patterns.len() as isize;
+        for p in removed {
+            self.patterns.remove(p.as_str());
+        }
+        self.generation += 1;
+        self.patterns.len() as isize - before
+    }
+
+    /// Delta patterns held (all given back when the subscriber goes).
+    pub fn count(&self) -> usize {
+        self.patterns.len()
+    }
+
+    /// The frame to send for publication `sent` of topic `id`, and records that it was sent.
+    /// `behind`: the connection is conflating (its frames may be replaced before they go).
+    pub fn choose<'s>(&mut self, id: u64, name: &str, sent: &'s Sent, behind: bool) -> &'s Frame {
+        let generation = self.generation;
+        let patterns = &self.patterns;
+        let track = self.topics.entry(id).or_insert_with(|| Track {
+            last: 0,
+            wants: false,
+            generation: generation.wrapping_sub(1),
+        });
+        if track.generation != generation {
+            track.wants = patterns.iter().any(|p| topic::matches(p, name));
+            track.generation = generation;
+        }
+        let previous = std::mem::replace(&mut track.last, sent.seq);
+        match &sent.delta {
+            Some(delta) if track.wants && !behind && previous + 1 == sent.seq => delta,
+            _ => &sent.full,
+        }
+    }
+
+    /// A whole value of topic `id` with seq `seq` was sent (a snapshot).
+    pub fn sent_full(&mut self, id: u64, seq: u64) {
+        if let Some(track) = self.topics.get_mut(&id) {
+            track.last = seq;
+        } else if !self.patterns.is_empty() {
+            self.topics.insert(
+                id,
+                Track {
+                    last: seq,
+                    wants: false,
+                    generation: self.generation.wrapping_sub(1),
+                },
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn sent(seq: u64) -> Sent {
+        Sent {
+            seq,
+            full: Arc::from(format!("full {seq}").as_bytes()),
+            delta: Some(Arc::from(format!("delta {seq}").as_bytes())),
+        }
+    }
+
+    fn text(f: &Frame) -> &str {
+        std::str::from_utf8(f).unwrap()
+    }
+
+    #[test]
+    fn a_delta_only_after_the_previous_seq_was_sent() {
+        let mut d = Deltas::default();
+        assert_eq!(d.set(&["q/+".to_owned()], true), 1);
+        // The first message of a topic is whole.
+        assert_eq!(text(d.choose(1, "q/A", &sent(5), false)), "full 5");
+        assert_eq!(text(d.choose(1, "q/A", &sent(6), false)), "delta 6");
+        // A gap (merged or conflated away): whole again, then deltas.
+        assert_eq!(text(d.choose(1, "q/A", &sent(8), false)), "full 8");
+        assert_eq!(text(d.choose(1, "q/A", &sent(9), false)), "delta 9");
+        // Behind: whole, since a held frame may be replaced.
+        assert_eq!(text(d.choose(1, "q/A", &sent(10), true)), "full 10");
+        // A snapshot is whole and counts as sent.
+        d.sent_full(1, 20);
+        assert_eq!(text(d.choose(1, "q/A", &sent(21), false)), "delta 21");
+        // Topics no delta pattern matches stay whole.
+        assert_eq!(text(d.choose(2, "x/B", &sent(1), false)), "full 1");
+        assert_eq!(text(d.choose(2, "x/B", &sent(2), false)), "full 2");
+        // A later subscribe without delta turns it off.
+        assert_eq!(d.set(&["q/+".to_owned()], false), -1);
+        assert_eq!(text(d.choose(1, "q/A", &sent(22), false)), "full 22");
+    }
+}
