@@ -1,6 +1,8 @@
-//! The built-in synthetic feed behind `tickwire --demo`: a random walk of bid, ask, last and
-//! volume for fifty well-known symbols on `quotes/<SYMBOL>`, a few updates per second each, so
-//! that a fresh broker shows live data at once.
+//! The built-in synthetic feed behind `tickwire --demo`: fifty well-known symbols on
+//! `quotes/<SYMBOL>`, a few updates per second each, so that a fresh broker shows live data at
+//! once. Each publication is the symbol's whole quote record (twenty fields, as a market-data
+//! feed sends them); an update changes only a few of them — the bid and ask on a quote, the
+//! last price, size and volume on a trade — which is what `delta: true` subscribers save on.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -70,9 +72,67 @@ const TICK: Duration = Duration::from_millis(20);
 struct Quote {
     topic: String,
     symbol: &'static str,
+    exchange: &'static str,
+    prev_close: f64,
     open: f64,
+    high: f64,
+    low: f64,
+    bid: f64,
+    ask: f64,
+    bid_size: u32,
+    ask_size: u32,
     last: f64,
+    last_size: u32,
     volume: u64,
+    /// Price times size over the day, for the VWAP.
+    turnover: f64,
+    trades: u64,
+}
+
+impl Quote {
+    fn new(symbol: &'static str, price: f64, rng: &mut fastrand::Rng) -> Quote {
+        let open = price * (1.0 + 0.01 * (rng.f64() - 0.5));
+        let volume = rng.u64(100_000..2_000_000);
+        Quote {
+            topic: format!("quotes/{symbol}"),
+            symbol,
+            exchange: if symbol.len() <= 3 { "XNYS" } else { "XNAS" },
+            prev_close: price,
+            open,
+            high: open.max(price),
+            low: open.min(price),
+            bid: price - 0.01,
+            ask: price + 0.01,
+            bid_size: 100 * rng.u32(1..20),
+            ask_size: 100 * rng.u32(1..20),
+            last: price,
+            last_size: 100,
+            volume,
+            turnover: price * volume as f64,
+            trades: volume / 150,
+        }
+    }
+
+    /// One market event: a quote change most of the time (bid and ask move), a trade otherwise
+    /// (last, size, volume and the day's range move).
+    fn step(&mut self, rng: &mut fastrand::Rng) {
+        // A small random walk: about 5 basis points a step.
+        let mid = (self.bid + self.ask) / 2.0;
+        let mid = (mid + mid * 0.001 * (rng.f64() - 0.5)).max(0.02);
+        let spread = (mid * 0.0002).max(0.01);
+        if rng.u8(..4) > 0 {
+            self.bid = mid - spread / 2.0;
+            self.ask = mid + spread / 2.0;
+        } else {
+            self.last = if rng.bool() { self.ask } else { self.bid };
+            self.last_size = 100 * rng.u32(1..10);
+            self.volume += u64::from(self.last_size);
+            self.turnover += self.last * f64::from(self.last_size);
+            self.trades += 1;
+            self.high = self.high.max(self.last);
+            self.low = self.low.min(self.last);
+        }
+    }
 }
 
 /// Publishes the demo feed until `stop` is set.
@@ -86,44 +146,56 @@ fn run(publisher: &Publisher, stop: &AtomicBool) {
     let mut rng = fastrand::Rng::new();
     let mut quotes: Vec<Quote> = SYMBOLS
         .iter()
-        .map(|&(symbol, price)| Quote {
-            topic: format!("quotes/{symbol}"),
-            symbol,
-            open: price,
-            last: price,
-            volume: rng.u64(100_000..2_000_000),
-        })
+        .map(|&(symbol, price)| Quote::new(symbol, price, &mut rng))
         .collect();
     // Every symbol has a value before the first subscriber arrives.
     for q in &quotes {
-        let _ = publisher.publish(&q.topic, payload(q, &mut rng).as_bytes());
+        let _ = publisher.publish(&q.topic, payload(q).as_bytes());
     }
     let per_tick = (UPDATES_PER_SECOND * TICK.as_millis() as u32 / 1000).max(1);
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(TICK);
         for _ in 0..per_tick {
             let q = &mut quotes[rng.usize(..SYMBOLS.len())];
-            // A small random walk: about 5 basis points a step.
-            let step = q.last * 0.0005 * (rng.f64() * 2.0 - 1.0) * 2.0;
-            q.last = (q.last + step).max(0.01);
-            q.volume += rng.u64(1..50) * 100;
-            if let Err(e) = publisher.publish(&q.topic, payload(q, &mut rng).as_bytes()) {
+            q.step(&mut rng);
+            if let Err(e) = publisher.publish(&q.topic, payload(q).as_bytes()) {
                 log::warn!("demo feed: publish to {} refused: {e}", q.topic);
             }
         }
     }
 }
 
-fn payload(q: &Quote, rng: &mut fastrand::Rng) -> String {
-    let spread = (q.last * 0.0002).max(0.01);
-    let bid = q.last - spread * rng.f64();
-    let ask = bid + spread;
+/// The whole record, as JSON.
+fn payload(q: &Quote) -> String {
     let ts = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
+    let vwap = if q.volume > 0 {
+        q.turnover / q.volume as f64
+    } else {
+        q.last
+    };
+    let change = q.last - q.prev_close;
     format!(
-        "{{\"symbol\":\"{}\",\"bid\":{bid:.2},\"ask\":{ask:.2},\"last\":{:.2},\"open\":{:.2},\"volume\":{},\"ts\":{ts}}}",
-        q.symbol, q.last, q.open, q.volume
+        "{{\"symbol\":\"{}\",\"exchange\":\"{}\",\"currency\":\"USD\",\"status\":\"trading\",\
+         \"lot_size\":100,\"prev_close\":{:.2},\"open\":{:.2},\"high\":{:.2},\"low\":{:.2},\
+         \"bid\":{:.2},\"ask\":{:.2},\"bid_size\":{},\"ask_size\":{},\"last\":{:.2},\
+         \"last_size\":{},\"change\":{change:.2},\"volume\":{},\"vwap\":{vwap:.4},\"trades\":{},\
+         \"ts\":{ts}}}",
+        q.symbol,
+        q.exchange,
+        q.prev_close,
+        q.open,
+        q.high,
+        q.low,
+        q.bid,
+        q.ask,
+        q.bid_size,
+        q.ask_size,
+        q.last,
+        q.last_size,
+        q.volume,
+        q.trades,
     )
 }
 
@@ -133,19 +205,34 @@ mod tests {
 
     #[test]
     fn payloads_are_json_with_the_board_fields() {
-        let q = Quote {
-            topic: "quotes/AAPL".into(),
-            symbol: "AAPL",
-            open: 100.0,
-            last: 101.0,
-            volume: 5,
-        };
-        let v: serde_json::Value =
-            serde_json::from_str(&payload(&q, &mut fastrand::Rng::with_seed(1))).unwrap();
-        for field in ["bid", "ask", "last", "open", "volume", "ts"] {
-            assert!(v[field].is_number(), "{field}");
+        let mut rng = fastrand::Rng::with_seed(1);
+        let mut q = Quote::new("AAPL", 100.0, &mut rng);
+        for _ in 0..100 {
+            q.step(&mut rng);
+            let v: serde_json::Value = serde_json::from_str(&payload(&q)).unwrap();
+            assert_eq!(v.as_object().map(|o| o.len()), Some(20));
+            for field in ["bid", "ask", "last", "open", "volume", "ts"] {
+                assert!(v[field].is_number(), "{field}");
+            }
+            assert!(v["bid"].as_f64() <= v["ask"].as_f64());
         }
-        assert!(v["bid"].as_f64() <= v["ask"].as_f64());
+    }
+
+    #[test]
+    fn an_update_changes_a_few_fields_so_a_delta_is_small() {
+        let mut rng = fastrand::Rng::with_seed(2);
+        let mut q = Quote::new("MSFT", 400.0, &mut rng);
+        let mut total = (0, 0);
+        for _ in 0..50 {
+            let before = payload(&q);
+            q.step(&mut rng);
+            let after = payload(&q);
+            let patch = crate::broker::delta::patch_between(before.as_bytes(), after.as_bytes())
+                .expect("a delta");
+            total = (total.0 + patch.len(), total.1 + after.len());
+        }
+        // Two to six fields of twenty change: the patches are a fraction of the records.
+        assert!(total.0 * 4 < total.1, "{total:?}");
     }
 
     #[test]
