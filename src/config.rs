@@ -51,6 +51,8 @@ pub struct Config {
     pub http_max_requests: u32,
     /// Publications kept per topic for recovery after a reconnect (`since`); 0 turns it off.
     pub history: usize,
+    /// Bytes all topics' histories may hold together; past it the busiest topics keep fewer.
+    pub history_memory: usize,
     /// Messages per topic per second a subscriber gets at most, whatever it asks (`max_rate`);
     /// 0: no cap.
     pub max_update_rate: f64,
@@ -114,6 +116,7 @@ impl Default for Config {
             http_idle_timeout: Duration::from_secs(60),
             http_max_requests: 10_000,
             history: 100,
+            history_memory: 256 * 1024 * 1024,
             max_update_rate: 0.0,
             outbound_soft_limit: 256 * 1024,
             outbound_hard_limit: 4 * 1024 * 1024,
@@ -214,6 +217,7 @@ impl Config {
             ("max_requests_per_sec", u64::from(self.max_requests_per_sec), 1, 1_000_000, "per connection"),
             ("max_pings_per_sec", u64::from(self.max_pings_per_sec), 1, 1_000_000, "per connection"),
             ("history", n(self.history), 0, 100_000, "publications kept per topic, in memory"),
+            ("history_memory", n(self.history_memory), MIB, 1024 * GIB, "bytes of history over all topics"),
         ];
         for (name, value, min, max, why) in counts {
             if value < min || value > max {

@@ -89,6 +89,10 @@ struct Cli {
     /// recovery off [default: 100]
     #[arg(long, value_name = "N")]
     history: Option<String>,
+    /// Bytes all topics' histories may hold together; past it the busiest topics keep fewer
+    /// [default: 268435456]
+    #[arg(long, value_name = "BYTES")]
+    history_memory: Option<String>,
     /// Messages per topic per second any subscriber gets at most (the latest value always
     /// arrives); 0 for no cap [default: 0]
     #[arg(long, value_name = "PER_SEC")]

@@ -116,9 +116,11 @@ impl Metrics {
         }
     }
 
-    pub fn history_bytes_add(&self, added: usize, freed: usize) {
-        self.history_bytes
-            .fetch_add(added as i64 - freed as i64, Ordering::Relaxed);
+    /// Returns the bytes held after the change.
+    pub fn history_bytes_add(&self, added: usize, freed: usize) -> usize {
+        let change = added as i64 - freed as i64;
+        let before = self.history_bytes.fetch_add(change, Ordering::Relaxed);
+        (before + change).max(0) as usize
     }
 
     pub fn not_recovered(&self, why: NotRecovered) {

@@ -59,6 +59,7 @@ pub(crate) struct HubLimits {
     pub max_depth: usize,
     pub max_topics: usize,
     pub history: usize,
+    pub history_memory: usize,
 }
 
 impl HubLimits {
@@ -68,6 +69,7 @@ impl HubLimits {
             max_depth: config.max_json_depth,
             max_topics: config.max_topics,
             history: config.history,
+            history_memory: config.history_memory,
         }
     }
 }
@@ -80,6 +82,7 @@ impl Default for HubLimits {
             max_depth: 128,
             max_topics: 1_000_000,
             history: 4,
+            history_memory: usize::MAX,
         }
     }
 }
@@ -113,8 +116,9 @@ pub(crate) struct Hub {
     pub max_payload: usize,
     /// How deep a payload's JSON may nest.
     pub max_depth: usize,
-    /// Publications kept per topic for recovery.
+    /// Publications kept per topic for recovery, and bytes kept over all topics.
     history: usize,
+    history_memory: usize,
     /// Delta subscriptions across the workers: while none, no patch is computed.
     delta_wanted: AtomicUsize,
     epoch: parking_lot::RwLock<Arc<str>>,
@@ -152,6 +156,7 @@ impl Hub {
             max_payload: limits.max_payload,
             max_depth: limits.max_depth,
             history: limits.history,
+            history_memory: limits.history_memory,
             delta_wanted: AtomicUsize::new(0),
             epoch: parking_lot::RwLock::new(new_epoch().into()),
             queues: queues.into(),
@@ -416,7 +421,9 @@ impl Hub {
     }
 
     /// Keeps a publication in a topic's history: the last `history` publications, with no seq
-    /// missing (a jump, after a reload from Redis, starts the history afresh).
+    /// missing (a jump, after a reload from Redis, starts the history afresh). While all the
+    /// histories together hold more than `history_memory` bytes, the topic being published
+    /// keeps fewer (down to its latest): the busiest topics give up their oldest first.
     fn remember(&self, history: &mut VecDeque<Sent>, sent: Sent) {
         if self.history == 0 {
             return;
@@ -430,7 +437,17 @@ impl Hub {
         while history.len() > self.history {
             freed += history.pop_front().map_or(0, |s| s.bytes());
         }
-        self.metrics.history_bytes_add(added, freed);
+        let total = self.metrics.history_bytes_add(added, freed);
+        let mut over = total.saturating_sub(self.history_memory);
+        let mut trimmed = 0;
+        while over > 0 && history.len() > 1 {
+            let bytes = history.pop_front().map_or(0, |s| s.bytes());
+            trimmed += bytes;
+            over = over.saturating_sub(bytes);
+        }
+        if trimmed > 0 {
+            self.metrics.history_bytes_add(0, trimmed);
+        }
     }
 
     /// The feed's epoch: it changes only when seqs or history may have restarted.
@@ -571,5 +588,25 @@ mod tests {
         let (a, b) = (new_epoch(), new_epoch());
         assert_eq!(a.len(), 8);
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn all_histories_together_stay_under_their_memory() {
+        let limits = HubLimits {
+            history: 100,
+            history_memory: 2000,
+            ..HubLimits::default()
+        };
+        let (hub, _rx) = Hub::new(1, 10_000, limits, None);
+        for n in 1..=50u64 {
+            for t in ["a", "b"] {
+                hub.sequence_and_queue(t, n.to_string().as_bytes(), false, |last| Some(last + 1));
+            }
+        }
+        let held = hub.metrics.history_bytes_add(0, 0);
+        assert!(held <= 2000 + 200, "{held} bytes held");
+        // Each topic still has at least its latest, so an up-to-date client recovers.
+        assert_eq!(hub.cache.replay_after("a", 50).map(|r| r.latest), Ok(50));
+        assert!(hub.cache.replay_after("b", 49).is_ok());
     }
 }
