@@ -11,15 +11,7 @@ use serde_json::{json, Value};
 use util::broker as b;
 use util::http::{publish_request, request, KeepAlive};
 
-/// A metric's value from a `/metrics` answer.
-fn metric_in(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("no metric {name}"))
-        .trim()
-        .parse()
-        .expect("a number")
-}
+use util::broker::metric_in;
 
 #[test]
 fn three_publishes_and_the_metrics_on_one_connection() {

@@ -18,15 +18,13 @@ use util::child::Tickwire;
 use util::redis as redis_server;
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::thread;
-use std::time::Duration;
 
-use b::{eventually, http, Sub};
+use b::{collect, eventually, http, Msg, StreamPublisher, Sub};
 use redis_server::{free_port, resp, RedisServer, Scratch, WAIT};
 use serde_json::{json, Value};
 use tickwire::PublishError;
-use tungstenite::Message;
 
 /// A `tickwire` process connected to Redis.
 struct Node {
@@ -102,71 +100,6 @@ impl Node {
             })
             .collect()
     }
-}
-
-/// A streaming publisher (`ws://local/publish`) that waits for each acknowledgement.
-struct StreamPublisher {
-    ws: tungstenite::WebSocket<TcpStream>,
-    next_id: u64,
-}
-
-impl StreamPublisher {
-    fn connect(local: SocketAddr) -> StreamPublisher {
-        let stream = TcpStream::connect(local).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        let (ws, _) = tungstenite::client(format!("ws://{local}/publish"), stream)
-            .expect("publisher handshake");
-        StreamPublisher { ws, next_id: 0 }
-    }
-
-    /// Sends without an `id`: no answer unless it is refused.
-    fn send(&mut self, topic: &str, data: &Value) {
-        let frame = json!({"topic": topic, "data": data});
-        self.ws
-            .send(Message::Text(frame.to_string()))
-            .expect("send");
-    }
-
-    /// The answer to one publication: `published` (with its seq) or `error`.
-    fn publish(&mut self, topic: &str, data: &Value) -> Value {
-        self.next_id += 1;
-        let id = self.next_id;
-        let frame = json!({"topic": topic, "data": data, "id": id});
-        self.ws
-            .send(Message::Text(frame.to_string()))
-            .expect("send");
-        loop {
-            match self.ws.read().expect("publisher answer") {
-                Message::Text(t) => {
-                    let v: Value = serde_json::from_str(&t).expect("JSON");
-                    assert_eq!(v["id"], json!(id), "answers come in order: {v}");
-                    return v;
-                }
-                Message::Ping(_) | Message::Pong(_) => continue,
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-    }
-}
-
-/// A live or snapshot `msg`: (topic, seq, data).
-type Msg = (String, u64, Value);
-
-/// Reads `msg`s until `count` have arrived.
-fn collect(sub: &mut Sub, count: usize) -> Vec<Msg> {
-    let mut got = Vec::with_capacity(count);
-    while got.len() < count {
-        let m = sub.next();
-        assert_eq!(m["type"], "msg", "only messages expected here: {m}");
-        got.push((
-            m["topic"].as_str().expect("topic").to_owned(),
-            m["seq"].as_u64().expect("seq"),
-            m["data"].clone(),
-        ));
-    }
-    got
 }
 
 /// A ping is answered next, with nothing before it.

@@ -22,15 +22,14 @@
 mod util;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tungstenite::Message;
 
-use util::broker::{http, Sub};
+use util::broker::{as_msg, collect, http, metric_in, Msg, StreamPublisher, Sub};
 use util::child::Tickwire;
 use util::eventually;
 use util::redis::{free_port, RedisServer, Scratch, WAIT};
@@ -126,15 +125,6 @@ impl Node {
     }
 }
 
-fn metric_in(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("no metric {name}"))
-        .trim()
-        .parse()
-        .expect("a number")
-}
-
 /// An HTTP answer: status, body, and when it came.
 type Answer = (u16, Value, Instant);
 
@@ -154,76 +144,6 @@ fn ndjson(topic: &str, batch: u64, n: u64) -> String {
         .map(|line| json!({"topic": topic, "data": {"batch": batch, "line": line}}).to_string())
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// A streaming publisher (`ws://local/publish`) that sends without waiting for answers.
-struct StreamPublisher {
-    ws: tungstenite::WebSocket<TcpStream>,
-}
-
-impl StreamPublisher {
-    fn connect(local: SocketAddr) -> StreamPublisher {
-        let stream = TcpStream::connect(local).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        let (ws, _) = tungstenite::client(format!("ws://{local}/publish"), stream)
-            .expect("publisher handshake");
-        StreamPublisher { ws }
-    }
-
-    fn send(&mut self, topic: &str, data: &Value, id: u64) {
-        let frame = json!({"topic": topic, "data": data, "id": id});
-        self.ws
-            .send(Message::Text(frame.to_string()))
-            .expect("send a frame");
-    }
-
-    /// The next answer (an ack or an error).
-    fn answer(&mut self) -> Value {
-        self.answer_within(Duration::from_secs(10))
-            .expect("an answer within 10 s")
-    }
-
-    /// The next answer, or `None` if none comes within `wait`.
-    fn answer_within(&mut self, wait: Duration) -> Option<Value> {
-        self.ws
-            .get_ref()
-            .set_read_timeout(Some(wait))
-            .expect("timeout");
-        loop {
-            match self.ws.read() {
-                Ok(Message::Text(t)) => return Some(serde_json::from_str(&t).expect("JSON")),
-                Ok(Message::Ping(_) | Message::Pong(_)) => continue,
-                Ok(other) => panic!("unexpected {other:?}"),
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return None
-                }
-                Err(e) => panic!("publisher read: {e}"),
-            }
-        }
-    }
-}
-
-/// A `msg` as a subscriber got it: (topic, seq, data).
-type Msg = (String, u64, Value);
-
-fn as_msg(m: &Value) -> Msg {
-    assert_eq!(m["type"], "msg", "only messages expected here: {m}");
-    (
-        m["topic"].as_str().expect("topic").to_owned(),
-        m["seq"].as_u64().expect("seq"),
-        m["data"].clone(),
-    )
-}
-
-fn collect(sub: &mut Sub, count: usize) -> Vec<Msg> {
-    (0..count).map(|_| as_msg(&sub.next())).collect()
 }
 
 /// The seqs of `topic` among `got`, in the order they came.
@@ -316,7 +236,7 @@ fn a_stalled_redis_stalls_no_worker_and_what_was_in_flight_lands_when_it_resumes
     let seeds = collect(&mut watcher, topics.len());
     assert!(seeds.iter().all(|m| m.1 == 1), "{seeds:?}");
     let mut publisher = StreamPublisher::connect(node.local());
-    publisher.send("stall/warmup", &json!(0), 0);
+    publisher.send_with_id("stall/warmup", &json!(0), 0);
     assert_eq!(publisher.answer()["type"], "published");
 
     const FRAMES: u64 = WINDOW + 476;
@@ -340,7 +260,7 @@ fn a_stalled_redis_stalls_no_worker_and_what_was_in_flight_lands_when_it_resumes
         } else {
             "stall/stream"
         };
-        publisher.send(topic, &json!({"frame": i}), i);
+        publisher.send_with_id(topic, &json!({"frame": i}), i);
     }
     let handed_to_redis = 3 + 2 + (1..=WINDOW).filter(|&i| !refused(i)).count() as u64;
 
@@ -478,7 +398,7 @@ fn stays_stopped(name: &str, extra: &[&str], gives_up_after: Duration, all_unkno
     let mut watcher = node.subscriber(&topics);
     collect(&mut watcher, topics.len());
     let mut publisher = StreamPublisher::connect(node.local());
-    publisher.send("gone/warmup", &json!(0), 0);
+    publisher.send_with_id("gone/warmup", &json!(0), 0);
     assert_eq!(publisher.answer()["type"], "published");
 
     const FRAMES: u64 = 20;
@@ -491,7 +411,7 @@ fn stays_stopped(name: &str, extra: &[&str], gives_up_after: Duration, all_unkno
         .collect();
     let batch = post_in_background(node.local(), "/publish", ndjson("gone/batch", 0, 3));
     for i in 1..=FRAMES {
-        publisher.send("gone/stream", &json!({"frame": i}), i);
+        publisher.send_with_id("gone/stream", &json!({"frame": i}), i);
     }
 
     // The worker keeps serving until the node gives up on Redis, and after.
@@ -551,7 +471,7 @@ fn stays_stopped(name: &str, extra: &[&str], gives_up_after: Duration, all_unkno
         "{body}"
     );
     lat.time("refused publish (stream)", || {
-        publisher.send("gone/stream", &json!({"refused": "stream"}), FRAMES + 1);
+        publisher.send_with_id("gone/stream", &json!({"refused": "stream"}), FRAMES + 1);
         let e = publisher.answer();
         assert_eq!(
             (&e["code"], &e["id"]),

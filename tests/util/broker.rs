@@ -131,6 +131,79 @@ impl Sub {
     }
 }
 
+/// A streaming publisher (`ws://LOCAL/publish`): one `{"topic":..,"data":..}` per text frame.
+pub struct StreamPublisher {
+    client: Sub,
+    next_id: u64,
+}
+
+impl StreamPublisher {
+    pub fn connect(local: SocketAddr) -> StreamPublisher {
+        StreamPublisher {
+            client: Sub::connect_to(local, "/publish"),
+            next_id: 0,
+        }
+    }
+
+    /// Sends without an `id`: no answer unless it is refused.
+    pub fn send(&mut self, topic: &str, data: &Value) {
+        self.client.send(json!({"topic": topic, "data": data}));
+    }
+
+    /// Sends with `id`, without waiting for its answer.
+    pub fn send_with_id(&mut self, topic: &str, data: &Value, id: u64) {
+        self.client
+            .send(json!({"topic": topic, "data": data, "id": id}));
+    }
+
+    /// The answer to one publication: `published` (with its seq) or `error`.
+    pub fn publish(&mut self, topic: &str, data: &Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.send_with_id(topic, data, id);
+        let answer = self.answer();
+        assert_eq!(answer["id"], json!(id), "answers come in order: {answer}");
+        answer
+    }
+
+    /// The next answer (an ack or an error).
+    pub fn answer(&mut self) -> Value {
+        self.client.next()
+    }
+
+    /// The next answer, or `None` if none comes within `wait`.
+    pub fn answer_within(&mut self, wait: Duration) -> Option<Value> {
+        self.client.next_within(wait)
+    }
+}
+
+/// A `msg` as a subscriber got it: (topic, seq, data).
+pub type Msg = (String, u64, Value);
+
+pub fn as_msg(m: &Value) -> Msg {
+    assert_eq!(m["type"], "msg", "only messages expected here: {m}");
+    (
+        m["topic"].as_str().expect("topic").to_owned(),
+        m["seq"].as_u64().expect("seq"),
+        m["data"].clone(),
+    )
+}
+
+/// Reads `msg`s until `count` have arrived.
+pub fn collect(sub: &mut Sub, count: usize) -> Vec<Msg> {
+    (0..count).map(|_| as_msg(&sub.next())).collect()
+}
+
+/// A metric's value in a `/metrics` answer (`name` with labels, exactly as printed).
+pub fn metric_in(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no metric {name}"))
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
 /// A `subscribed` ack without its `epoch` (checked to be a string), to compare with the rest.
 pub fn sans_epoch(mut ack: Value) -> Value {
     if ack["type"] == "subscribed" {
@@ -202,12 +275,7 @@ pub fn metric(broker: &Broker, name: &str) -> u64 {
 pub fn metric_at(local: SocketAddr, name: &str) -> u64 {
     let (status, _, text) = http(local, "GET", "/metrics", &[], b"");
     assert_eq!(status, 200);
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("no metric {name}"))
-        .trim()
-        .parse()
-        .expect("a number")
+    metric_in(&text, name)
 }
 
 #[allow(unused_imports)] // not every test crate waits
