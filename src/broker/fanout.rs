@@ -40,13 +40,11 @@ impl BrokerWorker {
                 return;
             }
             sub.stamp = stamp;
-            if !sub.floors.is_empty() {
-                if let Some(&floor) = sub.floors.get(&d.topic_id) {
-                    if d.seq <= floor {
-                        return; // already sent as the snapshot, or in the replay
-                    }
-                    sub.floors.remove(&d.topic_id);
+            if let Some(floor) = sub.floor(d.topic_id) {
+                if d.seq <= floor {
+                    return; // already sent as the snapshot, or in the replay
                 }
+                sub.clear_floor(d.topic_id);
             }
             if let Some(backlog) = &mut sub.backlog {
                 // Something newer than the snapshot it was owed; or the replay it was owed
@@ -57,7 +55,7 @@ impl BrokerWorker {
                 }
             }
             if let Some(rate) = sub.rate.as_mut().filter(|r| r.limits_anything()) {
-                let patterns = sub.patterns.iter().map(|p| &**p);
+                let patterns = sub.patterns.iter();
                 match rate.admit(d.topic_id, &d.topic, &sent, now, patterns) {
                     Admit::Send => {}
                     Admit::HoldUntil(at) => {

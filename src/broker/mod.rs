@@ -166,6 +166,8 @@ pub(crate) struct BrokerWorker {
     snapshots_this_turn: usize,
     /// `max_rate` slots with a value waiting, by when they open.
     rate_timers: BinaryHeap<fanout::RateTimer>,
+    /// When the worker started: subscribers count their request windows from it.
+    started: std::time::Instant,
 }
 
 impl BrokerWorker {
@@ -182,6 +184,7 @@ impl BrokerWorker {
             snapshot_turns: VecDeque::new(),
             snapshots_this_turn: 0,
             rate_timers: BinaryHeap::new(),
+            started: std::time::Instant::now(),
         }
     }
 
@@ -279,7 +282,7 @@ impl Handler for BrokerWorker {
                 if let Some(d) = &sub.deltas {
                     self.shared.hub.want_deltas(-(d.count() as isize));
                 }
-                for p in &sub.patterns {
+                for p in sub.patterns.iter() {
                     self.index.remove(p, conn);
                     self.shared.count_subscription(p, -1);
                 }

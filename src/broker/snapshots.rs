@@ -82,10 +82,10 @@ impl BrokerWorker {
             return recovered;
         };
         let generation = sub.patterns_changed;
-        let backlog = sub.backlog.get_or_insert_with(Default::default);
         for (id, name, latest, frames) in owed {
             // Live updates up to `latest` are in the replay (or were had already).
-            sub.floors.insert(id, latest);
+            sub.set_floor(id, latest);
+            let backlog = sub.backlog.get_or_insert_with(Default::default);
             if backlog.owed.insert(id, Some(frames)).is_none() {
                 backlog.queue.push_back((id, name, generation));
             }
@@ -179,7 +179,7 @@ impl BrokerWorker {
                         let Some(snap) = hub.cache.snapshot(&name) else {
                             continue;
                         };
-                        sub.floors.insert(snap.id, snap.seq);
+                        sub.set_floor(snap.id, snap.seq);
                         if let Some(d) = &mut sub.deltas {
                             d.sent_full(snap.id, snap.seq);
                         }
