@@ -20,7 +20,7 @@ use super::{topic, BrokerWorker};
 use crate::server::{ConnId, Outbox};
 
 /// Messages (snapshots and replayed ones) a worker sends per loop turn, over all subscribers.
-pub(crate) const SNAPSHOTS_PER_TURN: usize = 256;
+pub(crate) const SNAPSHOTS_PER_TURN: usize = 128;
 
 /// What a subscriber is owed and has not been sent yet.
 #[derive(Debug, Default)]
