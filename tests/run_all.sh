@@ -2,7 +2,8 @@
 # Every check tickwire has, with its own set-up: the Debian packages the tests need, formatting,
 # lints, unit and integration tests (the C/C++ examples under valgrind and ASan, the Redis
 # multi-node tests, the soak), doc tests, the Autobahn conformance suite against the echo server,
-# the quote board in headless Chromium, and a short run of every fuzz target. CI runs exactly
+# the JavaScript client's unit tests and type check, the quote board and the client in headless
+# Chromium, and a short run of every fuzz target. CI runs exactly
 # this (`.ci/run`), on a fresh clone, in well under 30 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +35,10 @@ cargo test --doc
 step "Autobahn TestSuite (kosoku) against examples/echo_server"
 tests/autobahn/run.sh
 
-step "the quote board end to end in headless Chromium"
+step "the JavaScript client: unit tests and type check (clients/js)"
+clients/js/run_tests.sh
+
+step "the quote board and the JavaScript client end to end in headless Chromium"
 tests/browser/run.sh
 
 step "fuzz targets, a short run of each (fuzz/run.sh 60 for the documented minute)"

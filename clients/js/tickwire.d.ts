@@ -27,6 +27,23 @@ export interface LagEvent {
 }
 
 /**
+ * After a reconnect, what the resubscriptions brought back of the topics the client had data for;
+ * emitted once, when every pattern has been answered (nothing when there was no data to recover).
+ */
+export interface RecoveredEvent {
+  /** Topics whose missed messages the server replayed, in order: nothing was lost. */
+  recovered: string[];
+  /**
+   * Topics that came back as a snapshot instead (the server's history did not reach back far
+   * enough, the epoch changed, or the topic was cut from a very wide `since`): updates in between
+   * were skipped, the data is current.
+   */
+  snapshotted: string[];
+  /** The server's epoch changed (a restart without shared history): seqs started over. */
+  epochChanged: boolean;
+}
+
+/**
  * Every error has a `code`: the server's (`forbidden`, `invalid_topic`, `token_expired`, ...)
  * or the client's own (`disconnected`, `ping_timeout`, `connect_timeout`, `queue_overflow`,
  * `delta_base_missing`, `token_error`, `bad_frame`, `send_failed`, `bad_url`, `closed`,
@@ -139,9 +156,12 @@ export declare class TickwireClient {
   on(event: "state", fn: (state: ClientState) => void): this;
   on(event: "error", fn: (err: TickwireError) => void): this;
   on(event: "lag", fn: (lag: LagEvent) => void): this;
+  /** After a reconnect: which topics were replayed and which came back as snapshots. */
+  on(event: "recovered", fn: (r: RecoveredEvent) => void): this;
   off(event: "state", fn: (state: ClientState) => void): this;
   off(event: "error", fn: (err: TickwireError) => void): this;
   off(event: "lag", fn: (lag: LagEvent) => void): this;
+  off(event: "recovered", fn: (r: RecoveredEvent) => void): this;
   /** Close for good: no more reconnects; pending `ready` promises reject with code `closed`. */
   close(): void;
 }

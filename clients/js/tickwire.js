@@ -7,7 +7,8 @@
  * pattern matches, the per-topic last seq and data (deltas are applied here, so callbacks always
  * get complete data), reconnection with jittered backoff and recovery through `since`/`epoch`,
  * dead-connection detection with `ping`, token refresh, and an outgoing queue that holds requests
- * while the socket is not open or its bufferedAmount is high.
+ * while the socket is not open or its bufferedAmount is high. After a reconnect it reports what the
+ * server could replay and what came back as a snapshot (the `recovered` event).
  *
  * The server side of the protocol is described in the repository README and clients/js/README.md.
  */
@@ -157,7 +158,7 @@ export class TickwireClient {
       now: t.now ? () => t.now() : () => Date.now(),
       random: t.random ? () => t.random() : Math.random,
     };
-    this._listeners = { state: new Set(), error: new Set(), lag: new Set() };
+    this._listeners = { state: new Set(), error: new Set(), lag: new Set(), recovered: new Set() };
     this._state = "connecting";
     this._entries = new Map(); // pattern -> {pattern, levels, opts, subs, acked, requestId}
     this._topics = new Map(); // concrete topic -> {seq, data, fresh}
@@ -174,6 +175,7 @@ export class TickwireClient {
     this._heard = false;
     this._refreshing = false;
     this._syncQueued = false;
+    this._recovery = null; // after a reconnect, what the resubscriptions got back so far
     queueMicrotask(() => {
       if (this._state === "closed") return;
       this._emit("state", "connecting");
@@ -217,7 +219,7 @@ export class TickwireClient {
   }
 
   /**
-   * @param {"state"|"error"|"lag"} event
+   * @param {"state"|"error"|"lag"|"recovered"} event
    * @param {Function} fn
    * @returns {this}
    */
@@ -295,7 +297,11 @@ export class TickwireClient {
     this._clear("connect");
     this._openedAt = this._timers.now();
     this._setState("open");
+    // With data from an earlier connection, the resubscriptions below carry `since`: collect what
+    // their acks say came back, for one `recovered` event once every pattern is answered.
+    this._recovery = this._topics.size ? { pending: new Set(), recovered: [], snapshotted: [], epochChanged: false } : null;
     this._sync();
+    this._finishRecovery();
     if (this._o.pingInterval > 0) this._arm("ping", this._o.pingInterval, () => this._ping());
     this._scheduleRefresh(jwtExp(this._token));
   }
@@ -329,6 +335,7 @@ export class TickwireClient {
     // Frames and replies belong to the connection; subscriptions are resent from the table.
     this._queue = [];
     this._requests.clear();
+    this._recovery = null; // a connection lost while recovering: the next one starts over
     for (const entry of this._entries.values()) { entry.acked = false; entry.requestId = 0; }
     for (const st of this._topics.values()) st.fresh = false;
   }
@@ -376,7 +383,11 @@ export class TickwireClient {
     if (delta) frame.delta = true;
     const since = this._epoch === null ? null : this._since(list);
     if (since) { frame.since = since; frame.epoch = this._epoch; }
-    const id = this._request(frame, { op: "subscribe", patterns });
+    // The topics whose data this request may bring back by replay, for the `recovered` event
+    // (those cut from `since` are among them: they come back as snapshots).
+    const asked = this._recovery ? this._known(list) : [];
+    const id = this._request(frame, { op: "subscribe", patterns, asked });
+    if (id && this._recovery) this._recovery.pending.add(id);
     for (const entry of list) {
       if (id) entry.requestId = id;
       else this._fail(entry, tickwireError("queue_overflow", "request queue full", { topics: [entry.pattern] }));
@@ -388,15 +399,23 @@ export class TickwireClient {
     const since = Object.create(null); // a topic named "__proto__" stays a key
     let budget = SINCE_BUDGET;
     let any = false;
-    for (const [topic, st] of this._topics) {
-      const levels = topic.split("/");
-      if (!list.some((e) => matchLevels(e.levels, levels))) continue;
+    for (const topic of this._known(list)) {
       budget -= topic.length + 24;
       if (budget < 0) break; // the rest get snapshots instead of replays
-      since[topic] = st.seq;
+      since[topic] = this._topics.get(topic).seq;
       any = true;
     }
     return any ? since : null;
+  }
+
+  /** The topics with known data that any of the entries' patterns match. */
+  _known(list) {
+    const topics = [];
+    for (const topic of this._topics.keys()) {
+      const levels = topic.split("/");
+      if (list.some((e) => matchLevels(e.levels, levels))) topics.push(topic);
+    }
+    return topics;
   }
 
   _settle(sub) {
@@ -471,8 +490,11 @@ export class TickwireClient {
     if (typeof topic !== "string" || typeof seq !== "number") return;
     const levels = topic.split("/");
     const targets = [];
-    for (const entry of this._entries.values()) if (matchLevels(entry.levels, levels)) targets.push(entry);
-    if (!targets.length) return; // late message for something unsubscribed
+    for (const entry of this._entries.values()) if (entry.acked && matchLevels(entry.levels, levels)) targets.push(entry);
+    // The server acks a subscribe before sending anything for it, so a message that no
+    // acknowledged pattern matches was sent for a pattern unsubscribed since (maybe being
+    // subscribed again, with other options): drop it, even a delta whose base was forgotten.
+    if (!targets.length) return;
     const st = this._topics.get(topic);
     const snapshot = m.snapshot === true;
     // A replay may overlap frames that were already on the way: keep seqs increasing.
@@ -498,17 +520,25 @@ export class TickwireClient {
   }
 
   _onSubscribed(m, req) {
+    const recovered = Array.isArray(m.recovered) ? m.recovered : [];
     if (typeof m.epoch === "string") {
       // A new epoch means the server's seqs started over: old seqs and delta bases mean nothing.
-      if (this._epoch !== null && m.epoch !== this._epoch) this._topics.clear();
+      if (this._epoch !== null && m.epoch !== this._epoch) {
+        this._topics.clear();
+        if (this._recovery) this._recovery.epochChanged = true;
+      }
       this._epoch = m.epoch;
     }
     // The first replayed message follows the seq in `since`; do not take it for a gap.
-    for (const topic of Array.isArray(m.recovered) ? m.recovered : []) {
+    for (const topic of recovered) {
       const st = this._topics.get(topic);
       if (st) st.fresh = true;
     }
     if (req?.op !== "subscribe") return;
+    if (this._recovery?.pending.delete(m.id)) {
+      const got = new Set(recovered);
+      for (const topic of req.asked) (got.has(topic) ? this._recovery.recovered : this._recovery.snapshotted).push(topic);
+    }
     for (const pattern of req.patterns) {
       const entry = this._entries.get(pattern);
       if (!entry || entry.requestId !== m.id) continue; // unsubscribed meanwhile
@@ -516,6 +546,18 @@ export class TickwireClient {
       entry.requestId = 0;
       for (const sub of entry.subs) this._settle(sub);
     }
+    this._finishRecovery();
+  }
+
+  /** Once every resubscription after a reconnect is answered, tell what came back. */
+  _finishRecovery() {
+    const r = this._recovery;
+    if (!r || r.pending.size) return;
+    // Patterns waiting to be sent again (rate_limited, token_expired) are part of it too.
+    for (const entry of this._entries.values()) if (!entry.acked && !entry.requestId) return;
+    this._recovery = null;
+    if (!r.recovered.length && !r.snapshotted.length) return;
+    this._emit("recovered", { recovered: r.recovered, snapshotted: r.snapshotted, epochChanged: r.epochChanged });
   }
 
   _onUnsubscribed(m) {
@@ -542,6 +584,12 @@ export class TickwireClient {
   }
 
   _subscribeFailed(id, req, err) {
+    this._recovery?.pending.delete(id);
+    this._refused(id, req, err);
+    this._finishRecovery(); // after the retries are sent or scheduled, so that they are waited for
+  }
+
+  _refused(id, req, err) {
     const entries = req.patterns.map((p) => this._entries.get(p)).filter((e) => e && e.requestId === id);
     err.topics = entries.map((e) => e.pattern);
     const afterToken = err.code === "token_expired" && this._o.getToken;
@@ -654,7 +702,7 @@ export class TickwireClient {
 
   _listenersOf(event) {
     const set = this._listeners[event];
-    if (!set) throw new TypeError(`tickwire: unknown event "${event}" (state, error, lag)`);
+    if (!set) throw new TypeError(`tickwire: unknown event "${event}" (state, error, lag, recovered)`);
     return set;
   }
 

@@ -46,10 +46,19 @@ impl Deltas {
     }
 
     /// Unsubscribed patterns. Returns the change in the number of delta patterns.
+    ///
+    /// What was sent of every topic is forgotten too, so the next message of each is whole: a
+    /// client drops its copy of a topic it no longer subscribes to (and what was still on the way
+    /// for the old subscription), and a subscription made again later, whose snapshot a live
+    /// update overtakes, must not get a patch on data the client let go. Unsubscribing is rare;
+    /// one whole message per topic after it is cheap.
     pub fn unsubscribed(&mut self, removed: &[&String]) -> isize {
         let before = self.patterns.len() as isize;
         for p in removed {
             self.patterns.remove(p.as_str());
+        }
+        if !removed.is_empty() {
+            self.topics.clear();
         }
         self.generation += 1;
         self.patterns.len() as isize - before
@@ -136,5 +145,23 @@ mod tests {
         // A later subscribe without delta turns it off.
         assert_eq!(d.set(&["q/+".to_owned()], false), -1);
         assert_eq!(text(d.choose(1, "q/A", &sent(22), false)), "full 22");
+    }
+
+    #[test]
+    fn after_an_unsubscribe_the_next_message_of_a_topic_is_whole() {
+        let mut d = Deltas::default();
+        let (a, b) = ("q/A".to_owned(), "q/B".to_owned());
+        d.set(std::slice::from_ref(&a), true);
+        d.set(std::slice::from_ref(&b), true);
+        assert_eq!(text(d.choose(1, "q/A", &sent(5), false)), "full 5");
+        assert_eq!(text(d.choose(1, "q/A", &sent(6), false)), "delta 6");
+        // q/A unsubscribed and subscribed again: the client forgot seq 6.
+        assert_eq!(d.unsubscribed(&[&a]), -1);
+        d.set(std::slice::from_ref(&a), true);
+        assert_eq!(text(d.choose(1, "q/A", &sent(7), false)), "full 7");
+        assert_eq!(text(d.choose(1, "q/A", &sent(8), false)), "delta 8");
+        // Unsubscribing something that was not subscribed changes nothing.
+        assert_eq!(d.unsubscribed(&[]), 0);
+        assert_eq!(text(d.choose(1, "q/A", &sent(9), false)), "delta 9");
     }
 }

@@ -1,5 +1,6 @@
-//! The public listener's routes: the quote board page at `/`, WebSocket subscribers at `/ws`
-//! (with the origin allowlist and the `tickwire.v1` subprotocol), 404 and 405 for the rest.
+//! The public listener's routes: the quote board page at `/`, the JavaScript client at
+//! `/tickwire.js`, WebSocket subscribers at `/ws` (with the origin allowlist and the
+//! `tickwire.v1` subprotocol), 404 and 405 for the rest.
 
 use super::{BrokerWorker, SUBPROTOCOL};
 use crate::server::{Limits, Request, Response, Route};
@@ -18,6 +19,7 @@ impl BrokerWorker {
                 "text/html; charset=utf-8",
                 crate::web::INDEX_HTML,
             )),
+            ("GET", "/tickwire.js") => Route::Http(tickwire_js(req)),
             ("GET", "/ws") => {
                 if let Some(refusal) = self.check_origin(req) {
                     return answer(refusal);
@@ -34,12 +36,15 @@ impl BrokerWorker {
                     }),
                 }
             }
-            (_, "/" | "/ws") => {
+            (_, "/" | "/tickwire.js" | "/ws") => {
                 answer(Response::text(405, "only GET is allowed here").with_header("Allow", "GET"))
             }
             (_, path) => answer(Response::text(
                 404,
-                &format!("no such path '{path}': the page is at / and WebSockets at /ws"),
+                &format!(
+                    "no such path '{path}': the page is at /, the client at /tickwire.js \
+                     and WebSockets at /ws"
+                ),
             )),
         }
     }
@@ -63,4 +68,21 @@ impl BrokerWorker {
             )),
         }
     }
+}
+
+/// The JavaScript client, cacheable for an hour and then revalidated: 304 when the browser's
+/// copy is this build's (same `ETag`), so a reload costs a header exchange, not the file.
+fn tickwire_js(req: &Request<'_>) -> Response {
+    let etag = crate::web::TICKWIRE_JS_ETAG.as_str();
+    let fresh = req
+        .header("if-none-match")
+        .is_some_and(|tags| crate::web::etag_matches(tags, etag));
+    let (status, body) = if fresh {
+        (304, "")
+    } else {
+        (200, crate::web::TICKWIRE_JS)
+    };
+    Response::new(status, "text/javascript; charset=utf-8", body)
+        .with_header("Cache-Control", crate::web::TICKWIRE_JS_CACHE_CONTROL)
+        .with_header("ETag", etag)
 }

@@ -59,8 +59,12 @@ impl Response {
         out.extend_from_slice(reason_phrase(self.status).as_bytes());
         out.extend_from_slice(b"\r\nContent-Type: ");
         out.extend_from_slice(self.content_type.as_bytes());
-        out.extend_from_slice(b"\r\nContent-Length: ");
-        push_number(&mut out, self.body.len() as u64);
+        // A 304 has no body whatever its headers say, and a Content-Length on it would have to
+        // be the length of the 200's body (RFC 9110 8.6): none at all is simplest.
+        if self.status != 304 {
+            out.extend_from_slice(b"\r\nContent-Length: ");
+            push_number(&mut out, self.body.len() as u64);
+        }
         out.extend_from_slice(if keep_alive {
             b"\r\nConnection: keep-alive\r\n"
         } else {
@@ -136,6 +140,15 @@ mod tests {
         assert!(text.ends_with("\r\n\r\n{\"seq\":1}\n"));
         let closing = String::from_utf8(r.encode(false)).unwrap();
         assert!(closing.contains("\r\nConnection: close\r\n"));
+    }
+
+    #[test]
+    fn a_not_modified_answer_has_no_body_and_no_length() {
+        let text =
+            String::from_utf8(Response::new(304, "text/javascript", "").encode(true)).unwrap();
+        assert!(text.starts_with("HTTP/1.1 304 Not Modified\r\n"), "{text}");
+        assert!(!text.contains("Content-Length"), "{text}");
+        assert!(text.ends_with("\r\n\r\n"));
     }
 
     #[test]

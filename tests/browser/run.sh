@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The quote board end to end in Debian's headless Chromium. Installs chromium (Debian's package,
-# never a downloaded browser) and playwright-core (npm, pinned in package-lock.json) if missing,
-# builds the release binary, and runs board.test.mjs. UPDATE_SCREENSHOT=1 refreshes docs/board.png.
+# The quote board and the JavaScript client end to end in Debian's headless Chromium, against
+# real brokers. Installs chromium (Debian's package, never a downloaded browser) and
+# playwright-core (npm, pinned in package-lock.json) if missing, builds the release binary, and
+# runs board.test.mjs (the page) and client.test.mjs (the library as served at /tickwire.js).
+# UPDATE_SCREENSHOT=1 refreshes docs/board.png.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -15,4 +17,5 @@ if [ ! -d "$here/node_modules/playwright-core" ]; then
 fi
 cargo build --release --quiet --bin tickwire --manifest-path "$root/Cargo.toml"
 cd "$here"
-timeout 300 node --test --test-reporter=spec board.test.mjs
+# One file at a time: each starts its own brokers and browser, and the machine has two cores.
+timeout 300 node --test --test-concurrency=1 --test-reporter=spec board.test.mjs client.test.mjs

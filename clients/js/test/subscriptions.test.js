@@ -325,6 +325,77 @@ test("reconnect: one subscribe per option set with since and epoch; recovered to
   tw.close();
 });
 
+test("recovered event: once per reconnect, after every resubscription is answered", async () => {
+  const { Socket, sock, clock, tw } = await openClient();
+  const events = [];
+  tw.on("recovered", (r) => events.push(r));
+  tw.subscribe("quotes/+", () => {}, { delta: true });
+  tw.subscribe("news/#", () => {});
+  await flush();
+  for (const f of sock.frames("subscribe")) ack(sock, f);
+  assert.deepEqual(events, [], "the first connection recovers nothing");
+  sock.deliver({ type: "msg", topic: "quotes/AAPL", seq: 4, snapshot: true, data: 1 });
+  sock.deliver({ type: "msg", topic: "quotes/MSFT", seq: 9, snapshot: true, data: 2 });
+  sock.deliver({ type: "msg", topic: "news/x", seq: 1, data: "n" });
+
+  sock.serverClose(1006);
+  clock.advance(pendingDelays(clock)[0]);
+  const next = Socket.last;
+  next.open();
+  const [quotes, news] = next.frames("subscribe");
+  ack(next, quotes, { recovered: ["quotes/AAPL"] }); // MSFT's history is gone: a snapshot follows
+  assert.deepEqual(events, [], "news/# is not answered yet");
+  // Refused for the request rate: sent again a second later, and waited for.
+  next.deliver({ type: "error", code: "rate_limited", message: "slow down", id: news.id });
+  assert.deepEqual(events, []);
+  clock.advance(1000);
+  ack(next, next.lastFrame("subscribe"), { recovered: ["news/x"] });
+  assert.deepEqual(events, [{ recovered: ["quotes/AAPL", "news/x"], snapshotted: ["quotes/MSFT"], epochChanged: false }]);
+
+  // A restarted server (another epoch) replays nothing: everything comes back as a snapshot.
+  next.serverClose(1001);
+  clock.advance(pendingDelays(clock)[0]);
+  Socket.last.open();
+  for (const f of Socket.last.frames("subscribe")) ack(Socket.last, f, { epoch: "e2", recovered: [] });
+  assert.equal(events.length, 2);
+  assert.deepEqual(events[1].recovered, []);
+  assert.deepEqual(events[1].snapshotted.sort(), ["news/x", "quotes/AAPL", "quotes/MSFT"]);
+  assert.equal(events[1].epochChanged, true);
+  tw.close();
+});
+
+test("resubscribing a pattern with other options: what the old subscription still sends is dropped", async () => {
+  const { sock, tw, errors } = await openClient();
+  const got = collector();
+  const slow = tw.subscribe("quotes/AAPL", got, { delta: true });
+  await flush();
+  ack(sock, sock.lastFrame("subscribe"));
+  sock.deliver({ type: "msg", topic: "quotes/AAPL", seq: 10, snapshot: true, data: { bid: 1, ask: 2 } });
+
+  // The board's rate control: unsubscribe and subscribe again in one go.
+  slow.unsubscribe();
+  const fast = tw.subscribe("quotes/AAPL", got, { delta: true, maxRate: 1 });
+  await flush();
+  const frame = sock.lastFrame("subscribe");
+  assert.equal(frame.max_rate, 1);
+  // Sent by the server before it read the unsubscribe: a delta on seq 10, which the client
+  // forgot with the unsubscribe. Not an error: it belongs to the old subscription.
+  sock.deliver({ type: "msg", topic: "quotes/AAPL", seq: 11, delta: { bid: 1.5 } });
+  sock.deliver({ type: "unsubscribed", topics: ["quotes/AAPL"], id: sock.lastFrame("unsubscribe").id });
+  ack(sock, frame);
+  await fast.ready;
+  sock.deliver({ type: "msg", topic: "quotes/AAPL", seq: 12, snapshot: true, data: { bid: 1.6, ask: 2 } });
+  sock.deliver({ type: "msg", topic: "quotes/AAPL", seq: 13, delta: { ask: 2.1 } });
+  assert.deepEqual(errors, []);
+  assert.equal(tw.state, "open");
+  assert.deepEqual(got.got.map((m) => [m.seq, m.data]), [
+    [10, { bid: 1, ask: 2 }],
+    [12, { bid: 1.6, ask: 2 }],
+    [13, { bid: 1.6, ask: 2.1 }],
+  ]);
+  tw.close();
+});
+
 test("a replay start after since is not a gap even if its seq jumps", async () => {
   const { Socket, sock, clock, tw, lags } = await openClient();
   tw.subscribe("quotes/AAPL", () => {});

@@ -8,6 +8,7 @@ import {
   type ClientState,
   type ConnectOptions,
   type LagEvent,
+  type RecoveredEvent,
   type Message,
   type Subscription,
   type TickwireError,
@@ -55,7 +56,13 @@ tw.on("state", onState).on("error", (err) => {
   const code: string = err.code;
   const closeCode: number | undefined = err.closeCode;
   console.warn(code, closeCode, err.reason, err.id);
-}).on("lag", (lag: LagEvent) => console.log(lag.topic, lag.from, lag.to));
+}).on("lag", (lag: LagEvent) => console.log(lag.topic, lag.from, lag.to))
+  .on("recovered", (r: RecoveredEvent) => {
+    const replayed: string[] = r.recovered;
+    const resnapshotted: string[] = r.snapshotted;
+    const restarted: boolean = r.epochChanged;
+    console.log(replayed.length, resnapshotted.length, restarted);
+  });
 tw.off("state", onState);
 
 const state: ClientState = tw.state;
