@@ -74,7 +74,7 @@ fn handshake_bench(c: &mut Criterion) {
         b.iter(|| match tickwire::http::parse(black_box(req)) {
             Ok(tickwire::http::Status::Complete(r, _)) => {
                 let accept = handshake::validate_upgrade(&r).expect("valid");
-                handshake::response_101(&accept, Some("tickwire.v1"))
+                handshake::response_101(&accept, Some("tickwire.v1"), None)
             }
             _ => unreachable!("a complete request"),
         })
@@ -259,8 +259,92 @@ fn wildcard_snapshots(c: &mut Criterion) {
     g.finish();
 }
 
+/// A quote as the broker sends it, about 500 bytes of JSON.
+fn quote_json() -> String {
+    let q = r#"{"type":"msg","topic":"quotes/AAPL","seq":1234567,"data":{"symbol":"AAPL","name":"Apple Inc.","exchange":"XNAS","currency":"USD","bid":189.12,"ask":189.14,"bidSize":300,"askSize":500,"last":189.13,"lastSize":100,"volume":51234567,"open":188.50,"high":190.02,"low":187.90,"prevClose":188.30,"change":0.83,"changePct":0.4408,"vwap":189.0132,"turnover":9683412345.12,"trades":412345,"halted":false,"session":"regular","ts":"2026-12-02T14:31:07.123456Z","bids":[[189.12,300],[189.11,800],[189.10,1200]],"asks":[[189.14,500],[189.15,700],[189.16,900]]}}"#;
+    q.to_owned()
+}
+
+/// permessage-deflate: one quote compressed into a whole server frame (what the broker does once
+/// per publication and worker), with flate2 on zlib-rs and with libdeflater, fresh and reused;
+/// and the client side, a compressed message inflated.
+fn deflate(c: &mut Criterion) {
+    use flate2::{Compress, Compression, FlushCompress};
+    let quote = quote_json();
+    let data = quote.as_bytes();
+    let mut g = c.benchmark_group("permessage_deflate");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    fn zrs(c: &mut Compress, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(data.len() + 64);
+        c.compress_vec(data, &mut out, FlushCompress::Sync)
+            .expect("deflate");
+        out.truncate(out.len() - 4);
+        out
+    }
+    for level in [1u32, 6] {
+        {
+            let mut c = Compress::new_with_window_bits(Compression::new(level), false, 15);
+            eprintln!(
+                "zlib-rs level {level}: {} -> {} bytes",
+                data.len(),
+                zrs(&mut c, data).len()
+            );
+        }
+        g.bench_function(BenchmarkId::new("zlib_rs_fresh", level), |b| {
+            b.iter(|| {
+                let mut c = Compress::new_with_window_bits(Compression::new(level), false, 15);
+                zrs(&mut c, black_box(data))
+            })
+        });
+        g.bench_function(BenchmarkId::new("zlib_rs_reset", level), |b| {
+            let mut c = Compress::new_with_window_bits(Compression::new(level), false, 15);
+            b.iter(|| {
+                c.reset();
+                zrs(&mut c, black_box(data))
+            })
+        });
+        g.bench_function(BenchmarkId::new("zlib_rs_fresh_w9", level), |b| {
+            b.iter(|| {
+                let mut c = Compress::new_with_window_bits(Compression::new(level), false, 9);
+                zrs(&mut c, black_box(data))
+            })
+        });
+        let lvl = libdeflater::CompressionLvl::new(level as i32).expect("level");
+        {
+            let mut c = libdeflater::Compressor::new(lvl);
+            let mut out = vec![0u8; c.deflate_compress_bound(data.len())];
+            let n = c.deflate_compress(data, &mut out).expect("deflate");
+            eprintln!("libdeflate level {level}: {} -> {n} bytes", data.len());
+        }
+        g.bench_function(BenchmarkId::new("libdeflate_fresh", level), |b| {
+            b.iter(|| {
+                let mut c = libdeflater::Compressor::new(lvl);
+                let mut out = vec![0u8; c.deflate_compress_bound(data.len())];
+                let n = c
+                    .deflate_compress(black_box(data), &mut out)
+                    .expect("deflate");
+                out.truncate(n);
+                out
+            })
+        });
+        g.bench_function(BenchmarkId::new("libdeflate_reused", level), |b| {
+            let mut c = libdeflater::Compressor::new(lvl);
+            b.iter(|| {
+                let mut out = vec![0u8; c.deflate_compress_bound(data.len())];
+                let n = c
+                    .deflate_compress(black_box(data), &mut out)
+                    .expect("deflate");
+                out.truncate(n);
+                out
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    deflate,
     frames,
     masking,
     utf8,
