@@ -89,8 +89,8 @@ pub struct ServerConfig {
     /// Whether permessage-deflate (RFC 7692) is negotiated with clients that offer it.
     pub compression: bool,
     /// Messages of at least this many bytes sent with [`Outbox::send_text`] or
-    /// [`Outbox::send_binary`] to a client that negotiated permessage-deflate are compressed
-    /// (when that makes them smaller); shorter ones go plain.
+    /// [`Outbox::send_binary`] to a client that negotiated permessage-deflate are compressed;
+    /// shorter ones go plain. 0 compresses every message.
     pub compress_min: usize,
 }
 

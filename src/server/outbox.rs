@@ -15,8 +15,8 @@ pub struct Outbox<'a> {
 
 impl Outbox<'_> {
     /// Queues a text message, compressed when the connection negotiated permessage-deflate and
-    /// it is at least [`Outbox::compress_min`] bytes (and compressing makes it smaller). Returns
-    /// false if the connection is not open (gone or closing).
+    /// it is at least [`Outbox::compress_min`] bytes. Returns false if the connection is not
+    /// open (gone or closing).
     pub fn send_text(&mut self, conn: ConnId, text: &str) -> bool {
         self.send_message(conn, OpCode::Text, text.as_bytes())
     }
@@ -31,7 +31,7 @@ impl Outbox<'_> {
         let frame = match self.compression(conn) {
             // Compressed alone (no context takeover), with the client's window.
             Some(bits) if payload.len() >= self.compress_min() => {
-                deflate::frame_for(opcode, payload, bits)
+                deflate::compressed_frame(opcode, payload, bits)
             }
             _ => encode_server_frame(opcode, payload),
         };

@@ -296,25 +296,14 @@ fn stored(payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A whole server frame carrying `payload` compressed (RSV1 set, "the Per-Message Compressed
-/// bit", on the only frame: RFC 7692 6), for a client that agreed permessage-deflate with
-/// server window `window_bits` ([`DeflateParams::server_window_bits`]). The same bytes serve
-/// every such client with the same window: the server never uses context takeover. Text stays
-/// text: the opcode is the message's.
+/// A whole server frame carrying `payload` compressed, for a client that agreed
+/// permessage-deflate with server window `window_bits` ([`DeflateParams::server_window_bits`]).
+/// RSV1 is set: "On a WebSocket connection where a PMCE is in use, this bit indicates whether a
+/// message is compressed or not" (RFC 7692 6), so a plain frame stays valid for such a client
+/// too. The same bytes serve every client with the same window (or any window the message fits,
+/// [`window_bits_for`]): the server never uses context takeover. The opcode is the message's.
 pub fn compressed_frame(opcode: OpCode, payload: &[u8], window_bits: u8) -> Vec<u8> {
     encode_compressed(opcode, &compress(payload, window_bits))
-}
-
-/// The frame for a message to a client that agreed permessage-deflate: compressed when that is
-/// smaller, plain (RSV1 clear: "An endpoint MAY send uncompressed messages" is allowed by the
-/// per-message bit) when it is not, as with short or random data.
-pub fn frame_for(opcode: OpCode, payload: &[u8], window_bits: u8) -> Vec<u8> {
-    let deflated = compress(payload, window_bits);
-    if deflated.len() < payload.len() {
-        encode_compressed(opcode, &deflated)
-    } else {
-        super::frame::encode_server_frame(opcode, payload)
-    }
 }
 
 fn encode_compressed(opcode: OpCode, deflated: &[u8]) -> Vec<u8> {
@@ -709,11 +698,15 @@ pub(crate) mod tests {
         let len = usize::from(f[1]);
         assert_eq!(f.len(), 2 + len);
         assert_eq!(inflate_alone(&f[2..], 15).unwrap(), q.as_bytes());
-        let f = frame_for(OpCode::Binary, q.as_bytes(), 15);
-        assert_eq!(f[0], 0xc2);
-        // Nothing to gain: the plain frame.
-        let f = frame_for(OpCode::Text, b"hi", 15);
-        assert_eq!(f, [0x81, 2, b'h', b'i']);
+        let f = compressed_frame(OpCode::Binary, &[7; 70_000], 12);
+        assert_eq!(f[0], 0xc2, "FIN, RSV1, binary");
+        assert_eq!(f[1], 126);
+        let len = usize::from(u16::from_be_bytes([f[2], f[3]]));
+        assert_eq!(inflate_alone(&f[4..4 + len], 12).unwrap(), [7; 70_000]);
+        // Compressing a few bytes makes them longer, and is still valid.
+        let f = compressed_frame(OpCode::Text, b"hi", 15);
+        assert_eq!(f[0], 0xc1);
+        assert_eq!(inflate_alone(&f[2..], 15).unwrap(), b"hi");
         // The RFC's example: "Hello" compressed is f2 48 cd c9 c9 07 00 (7.2.3.1).
         let mut i = Inflater::new(15, &[]).unwrap();
         let mut out = Vec::new();
