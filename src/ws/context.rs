@@ -692,6 +692,8 @@ mod tests {
             wire.extend(encode_client_frame(true, OpCode::Ping, b"p", KEY));
             wire.extend(encode_client_frame(false, OpCode::Continuation, b, KEY));
             wire.extend(encode_client_frame(true, OpCode::Continuation, &[], KEY));
+            // An empty compressed message (zlib flushes nothing for one right after a flush).
+            wire.extend(compressed(true, OpCode::Text, &[]));
             // A plain message between compressed ones, and a compressed binary one.
             wire.extend(encode_client_frame(true, OpCode::Text, b"plain", KEY));
             wire.extend(compressed(true, OpCode::Binary, &compress(&[1, 2, 3], 15)));
@@ -699,6 +701,7 @@ mod tests {
                 text.clone().into_bytes(),
                 b"p".to_vec(),
                 text.into_bytes(),
+                Vec::new(),
                 b"plain".to_vec(),
                 vec![1, 2, 3],
             ];
