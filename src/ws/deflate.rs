@@ -698,11 +698,14 @@ pub(crate) mod tests {
         let len = usize::from(f[1]);
         assert_eq!(f.len(), 2 + len);
         assert_eq!(inflate_alone(&f[2..], 15).unwrap(), q.as_bytes());
-        let f = compressed_frame(OpCode::Binary, &[7; 70_000], 12);
+        // A longer one, with the 16-bit length form.
+        let long: Vec<u8> = (0..70_000u64).map(|i| (i * i % 251) as u8).collect();
+        let f = compressed_frame(OpCode::Binary, &long, 12);
         assert_eq!(f[0], 0xc2, "FIN, RSV1, binary");
         assert_eq!(f[1], 126);
         let len = usize::from(u16::from_be_bytes([f[2], f[3]]));
-        assert_eq!(inflate_alone(&f[4..4 + len], 12).unwrap(), [7; 70_000]);
+        assert_eq!(f.len(), 4 + len);
+        assert_eq!(inflate_alone(&f[4..], 12).unwrap(), long);
         // Compressing a few bytes makes them longer, and is still valid.
         let f = compressed_frame(OpCode::Text, b"hi", 15);
         assert_eq!(f[0], 0xc1);
