@@ -21,9 +21,11 @@ use super::frame::{encode_server_header, OpCode, MAX_SERVER_HEADER};
 pub const EXTENSION: &str = "permessage-deflate";
 
 /// The compression level. zlib-rs level 1 (deflate_quick) only has the fixed Huffman codes: on a
-/// 548-byte quote it gives 419 bytes in ~5.6 µs; level 2 (deflate_fast, codes built per message)
-/// gives 340 bytes in ~13 µs, as small as level 6 does for half its time. Market data is sent
-/// compressed once and delivered many times: the bytes saved on every delivery are worth it.
+/// 548-byte quote it gives 415 bytes in ~4 µs of CPU; level 2 (deflate_fast, codes built per
+/// message) gives 336 bytes in ~10 µs, the size level 6 gives, and on larger messages in much
+/// less time than level 6. Market data is compressed once and delivered many times: the bytes
+/// saved on every delivery are worth the few µs (BENCHMARKS.md, "permessage-deflate: which
+/// deflate").
 pub const LEVEL: u32 = 2;
 
 /// What a compressed message's data ends with before it is sent, and what the receiver appends
