@@ -224,7 +224,7 @@ impl Config {
             ("max_requests_per_sec", u64::from(self.max_requests_per_sec), 1, 1_000_000, "per connection"),
             ("max_pings_per_sec", u64::from(self.max_pings_per_sec), 1, 1_000_000, "per connection"),
             ("history", n(self.history), 0, 100_000, "publications kept per topic, in memory"),
-            ("compress_min", n(self.compress_min), 0, 64 * MIB, "bytes; 0 compresses every message that shrinks"),
+            ("compress_min", n(self.compress_min), 0, 64 * MIB, "bytes; 0 compresses every message"),
         ];
         for (name, value, min, max, why) in counts {
             if value < min || value > max {

@@ -473,3 +473,81 @@ fn rsv1_rules_and_bad_data() {
         assert_eq!(close_after(&mut s, &wire), code, "{what}");
     }
 }
+
+/// What the broker does with the engine's API: asks each connection for its agreed window and
+/// sends it a shared frame compressed for that window (or the plain one).
+struct Variants;
+
+impl tickwire::server::Handler for Variants {
+    fn on_message(
+        &mut self,
+        conn: tickwire::server::ConnId,
+        msg: tickwire::server::Message,
+        out: &mut tickwire::server::Outbox<'_>,
+    ) {
+        use std::sync::Arc;
+        use tickwire::ws::deflate::{compressed_frame, window_bits_for};
+        use tickwire::ws::frame::encode_server_frame;
+        let tickwire::server::Message::Text(text) = msg else {
+            return;
+        };
+        if text == "info" {
+            let info = format!("{:?} {}", out.compression(conn), out.compress_min());
+            out.send_text(conn, &info);
+            return;
+        }
+        let frame: tickwire::server::Frame = match out.compression(conn) {
+            Some(bits) => Arc::from(compressed_frame(
+                OpCode::Text,
+                text.as_bytes(),
+                window_bits_for(text.len(), bits),
+            )),
+            None => Arc::from(encode_server_frame(OpCode::Text, text.as_bytes())),
+        };
+        out.send_frame(conn, &frame);
+    }
+}
+
+#[test]
+fn shared_frames_compressed_per_agreed_window() {
+    let mut config = tickwire::server::ServerConfig::default();
+    config.workers = 1;
+    let server = tickwire::server::Server::start(
+        config,
+        &["127.0.0.1:0".parse::<SocketAddr>().expect("addr").into()],
+        |_| Variants,
+    )
+    .expect("starts");
+    let addr = server.local_addrs()[0];
+    let small = quotes(8);
+    let large = quotes(60);
+    assert!(small.len() <= 1024 && large.len() > 1024);
+    for (offer, info, bits) in [
+        (None, "None 256", None),
+        (Some("permessage-deflate"), "Some(15) 256", Some(15)),
+        (
+            Some("permessage-deflate; server_max_window_bits=10"),
+            "Some(10) 256",
+            Some(10),
+        ),
+    ] {
+        let (mut s, _) = upgrade(addr, offer);
+        s.write_all(&client_frame(true, OpCode::Text, b"info", false))
+            .expect("write");
+        assert_eq!(read_frame(&mut s), (0x81, info.as_bytes().to_vec()));
+        for text in [&small, &large] {
+            s.write_all(&client_frame(true, OpCode::Text, text.as_bytes(), false))
+                .expect("write");
+            let (b0, payload) = read_frame(&mut s);
+            match bits {
+                None => assert_eq!((b0, payload), (0x81, text.clone().into_bytes())),
+                Some(bits) => {
+                    assert_eq!(b0, 0xc1);
+                    // Inflated with the window the client agreed to, the small message from
+                    // the window-15 compression it shares with everyone.
+                    assert_eq!(inflate_alone(&payload, bits), text.as_bytes(), "{bits}");
+                }
+            }
+        }
+    }
+}

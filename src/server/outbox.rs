@@ -39,10 +39,11 @@ impl Outbox<'_> {
     }
 
     /// The server window (in bits, 9 to 15) agreed with this connection for permessage-deflate,
-    /// or `None` if it did not negotiate it (or is not open): only then may a frame with RSV1
-    /// set (see [`crate::ws::deflate::compressed_frame`]) be sent to it with
-    /// [`Outbox::send_frame`] or [`Outbox::send_keyed`]. A compression made for a window of
-    /// [`crate::ws::deflate::window_bits_for`]`(len, bits)` bits serves it.
+    /// or `None` if it did not negotiate it (or is not open). Only a connection with `Some` may
+    /// be sent a frame with RSV1 set ([`crate::ws::deflate::compressed_frame`]) through
+    /// [`Outbox::send_frame`] or [`Outbox::send_keyed`]; to any other it is a protocol error.
+    /// A compression made with [`crate::ws::deflate::window_bits_for`]`(len, bits)` bits serves
+    /// it (for most messages that is 15, the same bytes for every such connection).
     pub fn compression(&self, conn: ConnId) -> Option<u8> {
         match &self.conns.conns.get(conn.0)?.phase {
             super::conn::Phase::Open(o) => o.ws.deflate().map(|d| d.server_window_bits()),

@@ -222,11 +222,17 @@ const SCRATCH_KEEP: usize = 256 * 1024;
 /// compressed with 15 (safe, as above) and a larger one is sent as stored blocks (valid for any
 /// window, and no smaller).
 pub fn compress(payload: &[u8], window_bits: u8) -> Vec<u8> {
+    with_compressed(payload, window_bits, <[u8]>::to_vec)
+}
+
+/// Compresses `payload` as [`compress`] does and hands the result to `f` from this thread's
+/// scratch buffer, so that a frame is built with one copy.
+fn with_compressed<R>(payload: &[u8], window_bits: u8, f: impl FnOnce(&[u8]) -> R) -> R {
     let bits = window_bits_for(payload.len(), window_bits);
     if bits < 9 {
-        return stored(payload);
+        return f(&stored(payload));
     }
-    let deflated = COMPRESSORS.with(|cs| {
+    let result = COMPRESSORS.with(|cs| {
         SCRATCH.with(|scratch| {
             let mut cs = cs.borrow_mut();
             let mut scratch = scratch.borrow_mut();
@@ -239,24 +245,25 @@ pub fn compress(payload: &[u8], window_bits: u8) -> Vec<u8> {
                 ))
             });
             c.reset();
-            let done = deflate_sync(c, payload, &mut scratch);
-            let out = match done {
-                Some(()) => scratch.strip_suffix(&TAIL).map(<[u8]>::to_vec),
-                None => None,
+            let result = match deflate_sync(c, payload, &mut scratch)
+                .and_then(|()| scratch.strip_suffix(&TAIL))
+            {
+                Some(deflated) => Ok(f(deflated)),
+                None => {
+                    // The compressor is in an unknown state: the next message gets a new one.
+                    *slot = None;
+                    Err(f)
+                }
             };
             if scratch.capacity() > SCRATCH_KEEP {
                 *scratch = Vec::new();
             }
-            if out.is_none() {
-                // The compressor is in an unknown state: the next message gets a new one.
-                *slot = None;
-            }
-            out
+            result
         })
     });
     // Z_SYNC_FLUSH always ends with the empty stored block; if zlib-rs ever failed, stored
     // blocks are still a valid message, never a panic in a worker.
-    deflated.unwrap_or_else(|| stored(payload))
+    result.unwrap_or_else(|f| f(&stored(payload)))
 }
 
 /// Compresses `payload` and flushes with Z_SYNC_FLUSH into `out` (cleared first). `None` if the
@@ -305,7 +312,9 @@ fn stored(payload: &[u8]) -> Vec<u8> {
 /// too. The same bytes serve every client with the same window (or any window the message fits,
 /// [`window_bits_for`]): the server never uses context takeover. The opcode is the message's.
 pub fn compressed_frame(opcode: OpCode, payload: &[u8], window_bits: u8) -> Vec<u8> {
-    encode_compressed(opcode, &compress(payload, window_bits))
+    with_compressed(payload, window_bits, |deflated| {
+        encode_compressed(opcode, deflated)
+    })
 }
 
 fn encode_compressed(opcode: OpCode, deflated: &[u8]) -> Vec<u8> {
