@@ -94,6 +94,14 @@ pub struct Config {
     /// publication in flight the same way.
     #[serde(with = "secs")]
     pub redis_answer_timeout: Duration,
+    /// permessage-deflate (RFC 7692) with the clients that offer it: `"on"` (the default) or
+    /// `"off"` (`true`/`false` too). The server never uses context takeover, so each message is
+    /// compressed once for all the clients it goes to.
+    #[serde(with = "on_off")]
+    pub compression: bool,
+    /// Messages of at least this many bytes are compressed for the clients that negotiated
+    /// permessage-deflate; shorter ones are sent plain.
+    pub compress_min: usize,
 }
 
 impl Default for Config {
@@ -129,6 +137,8 @@ impl Default for Config {
             redis: None,
             redis_prefix: "tickwire".to_owned(),
             redis_answer_timeout: Duration::from_secs(5),
+            compression: true,
+            compress_min: 256,
         }
     }
 }
@@ -218,6 +228,7 @@ impl Config {
             ("max_pings_per_sec", u64::from(self.max_pings_per_sec), 1, 1_000_000, "per connection"),
             ("history", n(self.history), 0, 100_000, "publications kept per topic, in memory"),
             ("history_memory", n(self.history_memory), MIB, 1024 * GIB, "bytes of history over all topics"),
+            ("compress_min", n(self.compress_min), 0, 64 * MIB, "bytes; 0 compresses every message"),
         ];
         for (name, value, min, max, why) in counts {
             if value < min || value > max {
@@ -340,6 +351,35 @@ mod addr {
     }
 }
 
+/// A switch: `"on"`/`"off"` (what flags give and what is written out), or a TOML boolean.
+mod on_off {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Switch {
+        Bool(bool),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        match Switch::deserialize(d)? {
+            Switch::Bool(b) => Ok(b),
+            Switch::Text(t) => match t.trim().to_ascii_lowercase().as_str() {
+                "on" | "true" => Ok(true),
+                "off" | "false" => Ok(false),
+                _ => Err(serde::de::Error::custom(format!(
+                    "'{t}': expected \"on\" or \"off\""
+                ))),
+            },
+        }
+    }
+
+    pub fn serialize<S: Serializer>(on: &bool, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if *on { "on" } else { "off" })
+    }
+}
+
 /// An address, or `"off"` for none.
 mod optional_addr {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -441,6 +481,29 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn compression_is_on_or_off_as_text_or_a_boolean() {
+        let read = |text: &str| toml::from_str::<Config>(text).map(|c| c.compression);
+        assert_eq!(read(""), Ok(true));
+        assert_eq!(read("compression = \"off\""), Ok(false));
+        assert_eq!(read("compression = \"On\""), Ok(true));
+        assert_eq!(read("compression = false"), Ok(false));
+        assert_eq!(read("compression = true"), Ok(true));
+        let err = read("compression = \"maybe\"").unwrap_err().to_string();
+        assert!(err.contains("expected \"on\" or \"off\""), "{err}");
+        let written = toml::to_string(&Config {
+            compression: false,
+            ..Config::default()
+        })
+        .unwrap();
+        assert!(written.contains("compression = \"off\""), "{written}");
+        let c = Config {
+            compress_min: 65 * 1024 * 1024,
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().starts_with("compress_min"));
     }
 
     #[test]

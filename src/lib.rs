@@ -372,5 +372,7 @@ fn engine_config(config: &Config, workers: usize) -> ServerConfig {
         max_outbound_bytes: config.outbound_hard_limit,
         max_stall: config.slow_consumer_timeout,
         max_pings_per_sec: config.max_pings_per_sec,
+        compression: config.compression,
+        compress_min: config.compress_min,
     }
 }

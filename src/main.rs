@@ -149,6 +149,14 @@ struct Cli {
     /// error, warn, info, debug or trace [default: info]
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+    /// permessage-deflate with the clients that offer it: on or off; each message is
+    /// compressed once for all the clients it goes to [default: on]
+    #[arg(long, value_name = "on|off")]
+    compression: Option<String>,
+    /// Messages of at least this many bytes are compressed for clients that negotiated
+    /// permessage-deflate [default: 256]
+    #[arg(long, value_name = "BYTES")]
+    compress_min: Option<String>,
 }
 
 /// What the command runs with: the broker's config and the command's own settings.
@@ -461,5 +469,18 @@ mod tests {
         let s = parse(&["--listen", "localhost:0", "--local-listen", "off"]).unwrap();
         assert!(s.config.listen.ip().is_loopback());
         assert_eq!(s.config.local_listen, None);
+        assert!(err(&["--compression", "maybe"]).contains("expected \"on\" or \"off\""));
+        assert!(err(&["--compress-min", "-1"]).contains("expected a whole number"));
+    }
+
+    #[test]
+    fn compression_flags() {
+        let s = parse(&[]).unwrap();
+        assert!(s.config.compression);
+        assert_eq!(s.config.compress_min, 256);
+        let s = parse(&["--compression", "off", "--compress-min", "1024"]).unwrap();
+        assert!(!s.config.compression);
+        assert_eq!(s.config.compress_min, 1024);
+        assert!(parse(&["--compression", "on"]).unwrap().config.compression);
     }
 }

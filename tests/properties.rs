@@ -1,11 +1,12 @@
 //! Properties of the sans-IO layers, checked on generated inputs: a frame stream decodes to the
-//! same messages however it is chunked, encode/decode round-trips, and the subscription trie
-//! agrees with the naive matcher.
+//! same messages however it is chunked (with permessage-deflate too), encode/decode
+//! round-trips, and the subscription trie agrees with the naive matcher.
 
 use proptest::prelude::*;
 use tickwire::broker::index::SubscriptionIndex;
 use tickwire::broker::topic;
 use tickwire::server::ConnId;
+use tickwire::ws::deflate::DeflateParams;
 use tickwire::ws::frame::{encode_client_frame, parse_client_header, OpCode, Parsed};
 use tickwire::ws::{Incoming, Limits, WsContext};
 
@@ -40,20 +41,48 @@ fn msg() -> impl Strategy<Value = Msg> {
 }
 
 fn encode(msgs: &[Msg], key: [u8; 4]) -> (Vec<u8>, Vec<Incoming>) {
+    encode_with(msgs, key, None)
+}
+
+/// The same messages from a client that negotiated permessage-deflate: those marked in
+/// `compress` are compressed by one compressor across them all (context takeover), and their
+/// compressed bytes cut into fragments at the message's cut points (those that still fit).
+fn encode_with(msgs: &[Msg], key: [u8; 4], compress: Option<&[bool]>) -> (Vec<u8>, Vec<Incoming>) {
+    use flate2::{Compress, Compression, FlushCompress};
+    let mut deflater = Compress::new_with_window_bits(Compression::default(), false, 15);
     let mut wire = Vec::new();
     let mut expect = Vec::new();
-    for m in msgs {
+    for (n, m) in msgs.iter().enumerate() {
+        let compressed = compress.is_some_and(|c| c.get(n).copied().unwrap_or(false));
+        let data = if compressed {
+            let mut out = Vec::with_capacity(m.bytes.len() + 1024);
+            deflater
+                .compress_vec(&m.bytes, &mut out, FlushCompress::Sync)
+                .expect("deflate");
+            // zlib flushes nothing at all for an empty message right after a flush: the
+            // compressed message is then empty (it inflates, tail appended, to nothing).
+            if out.ends_with(&[0, 0, 0xff, 0xff]) {
+                out.truncate(out.len() - 4);
+            }
+            out
+        } else {
+            m.bytes.clone()
+        };
         let mut bounds = vec![0];
-        bounds.extend(&m.cuts);
-        bounds.push(m.bytes.len());
-        let pieces: Vec<&[u8]> = bounds.windows(2).map(|w| &m.bytes[w[0]..w[1]]).collect();
+        bounds.extend(m.cuts.iter().filter(|&&c| c <= data.len()));
+        bounds.push(data.len());
+        let pieces: Vec<&[u8]> = bounds.windows(2).map(|w| &data[w[0]..w[1]]).collect();
         for (i, piece) in pieces.iter().enumerate() {
             let op = match (i, m.text) {
                 (0, true) => OpCode::Text,
                 (0, false) => OpCode::Binary,
                 _ => OpCode::Continuation,
             };
-            wire.extend(encode_client_frame(i + 1 == pieces.len(), op, piece, key));
+            let mut frame = encode_client_frame(i + 1 == pieces.len(), op, piece, key);
+            if compressed && i == 0 {
+                frame[0] |= 0x40;
+            }
+            wire.extend(frame);
             if i == 0 && m.ping_after_first && pieces.len() > 1 {
                 wire.extend(encode_client_frame(true, OpCode::Ping, b"p", key));
                 expect.push(Incoming::Ping(b"p".to_vec()));
@@ -69,10 +98,15 @@ fn encode(msgs: &[Msg], key: [u8; 4]) -> (Vec<u8>, Vec<Incoming>) {
 }
 
 fn decode(chunks: &[&[u8]]) -> Vec<Incoming> {
+    decode_with(chunks, None)
+}
+
+fn decode_with(chunks: &[&[u8]], deflate: Option<DeflateParams>) -> Vec<Incoming> {
     let mut ctx = WsContext::new(Limits {
         max_frame: 1 << 20,
         max_message: 1 << 20,
-    });
+    })
+    .with_deflate(deflate);
     let mut events = Vec::new();
     let mut pending = Vec::new();
     for chunk in chunks {
@@ -109,6 +143,46 @@ proptest! {
             prev = p;
         }
         prop_assert_eq!(decode(&chunks), expect);
+    }
+
+    #[test]
+    fn compressed_messages_decode_the_same_under_any_chunking(
+        msgs in prop::collection::vec(msg(), 1..5),
+        compress in prop::collection::vec(any::<bool>(), 5),
+        key in any::<[u8; 4]>(),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+    ) {
+        let (wire, expect) = encode_with(&msgs, key, Some(&compress));
+        let mut points: Vec<usize> = cuts.iter().map(|c| c.index(wire.len() + 1)).collect();
+        points.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut prev = 0;
+        for p in points.into_iter().chain(std::iter::once(wire.len())) {
+            chunks.push(&wire[prev..p]);
+            prev = p;
+        }
+        let agreed = DeflateParams {
+            server_max_window_bits: None,
+            client_max_window_bits: None,
+            client_no_context_takeover: false,
+        };
+        prop_assert_eq!(decode_with(&chunks, Some(agreed)), expect);
+    }
+
+    #[test]
+    fn server_compression_round_trips(
+        data in prop::collection::vec(any::<u8>(), 0..3000),
+        repeat in 1usize..4,
+        bits in 9u8..=15,
+    ) {
+        use tickwire::ws::deflate::{compress, Inflater};
+        let data = data.repeat(repeat);
+        let z = compress(&data, bits);
+        let mut i = Inflater::new(bits, &[]).expect("inflater");
+        let mut out = Vec::new();
+        i.inflate(&z, &mut out, data.len()).expect("inflates");
+        i.finish(&mut out, data.len()).expect("finishes");
+        prop_assert_eq!(out, data);
     }
 
     #[test]

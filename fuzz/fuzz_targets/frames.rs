@@ -1,15 +1,18 @@
 //! The frame codec with message assembly: any bytes, cut into pieces at points taken from the
-//! input, must give the same events (or the same error) as the whole stream at once.
+//! input, must give the same events (or the same error) as the whole stream at once; with
+//! permessage-deflate negotiated or not (the second byte of the input says which and how).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use tickwire::ws::deflate::DeflateParams;
 use tickwire::ws::{Incoming, Limits, ProtocolError, WsContext};
 
-fn run(pieces: &[&[u8]]) -> (Vec<Incoming>, Option<ProtocolError>) {
+fn run(pieces: &[&[u8]], deflate: Option<DeflateParams>) -> (Vec<Incoming>, Option<ProtocolError>) {
     let mut ctx = WsContext::new(Limits {
         max_frame: 1 << 16,
         max_message: 1 << 18,
-    });
+    })
+    .with_deflate(deflate);
     let mut events = Vec::new();
     let mut pending = Vec::new();
     for piece in pieces {
@@ -35,12 +38,18 @@ fn run(pieces: &[&[u8]]) -> (Vec<Incoming>, Option<ProtocolError>) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&cut, stream)) = data.split_first() else {
+    let [cut, mode, stream @ ..] = data else {
         return;
     };
-    let whole = run(&[stream]);
-    let at = (cut as usize).min(stream.len());
-    let split = run(&[&stream[..at], &stream[at..]]);
+    // Low bit: deflate negotiated; then client_no_context_takeover and a small client window.
+    let deflate = (mode & 1 == 1).then(|| DeflateParams {
+        server_max_window_bits: None,
+        client_max_window_bits: (mode & 4 == 4).then_some(9),
+        client_no_context_takeover: mode & 2 == 2,
+    });
+    let whole = run(&[stream], deflate);
+    let at = usize::from(*cut).min(stream.len());
+    let split = run(&[&stream[..at], &stream[at..]], deflate);
     // An error found early in the split run may come with fewer events, never different ones.
     match (&whole.1, &split.1) {
         (None, None) => assert_eq!(whole.0, split.0),

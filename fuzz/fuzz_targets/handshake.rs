@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use tickwire::http::{self, Status, MAX_HEAD};
-use tickwire::ws::handshake;
+use tickwire::ws::{deflate, handshake};
 
 fuzz_target!(|data: &[u8]| {
     match http::parse(data) {
@@ -14,6 +14,11 @@ fuzz_target!(|data: &[u8]| {
             let _ = req.query_param("subscribe");
             let _ = req.keep_alive();
             let _ = handshake::offered_protocols(&req).count();
+            // An accepted offer's answer is itself an acceptable offer of the same parameters.
+            if let Some(params) = handshake::negotiate_deflate(&req) {
+                let answer = params.response();
+                assert_eq!(deflate::negotiate([answer.as_str()]), Some(params));
+            }
             if let Err(e) = req.body_length() {
                 assert!(matches!(e.status(), 400 | 411));
             }

@@ -200,11 +200,21 @@ fn upgrade<H: Handler>(
             // Only a protocol the client offered may be answered.
             let protocol = protocol.filter(|p| handshake::offered_protocols(req).any(|o| o == p));
             let limits = limits.unwrap_or(conns.config.limits);
+            // permessage-deflate, if the server allows it and the client offers it acceptably.
+            let deflate = conns
+                .config
+                .compression
+                .then(|| handshake::negotiate_deflate(req))
+                .flatten();
+            let extensions = deflate.map(|d| d.response());
             let now = conns.now;
             conns.with_conn(id, |c| {
-                c.open(crate::ws::WsContext::new(limits), now);
-                c.out
-                    .push_owned(handshake::response_101(&accept, protocol.as_deref()));
+                c.open(crate::ws::WsContext::new(limits).with_deflate(deflate), now);
+                c.out.push_owned(handshake::response_101(
+                    &accept,
+                    protocol.as_deref(),
+                    extensions.as_deref(),
+                ));
             });
             conns.touch(id);
             handler.on_open(ConnId(id), listener, req, &mut Outbox { conns });

@@ -1,5 +1,7 @@
-//! An echo application: every text or binary message goes back as it came. It drives the
-//! Autobahn conformance suite (`examples/echo_server.rs`) and the engine's own tests.
+//! An echo application: every text or binary message goes back as it came (compressed, to a
+//! client that negotiated permessage-deflate, when it is at least the server's `compress_min`).
+//! It drives the Autobahn conformance suite (`examples/echo_server.rs`) and the engine's own
+//! tests.
 
 use super::{ConnId, Handler, Message, Outbox};
 

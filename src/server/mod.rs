@@ -86,6 +86,12 @@ pub struct ServerConfig {
     /// Pings a client may send per second; pings past it are not answered, and a client that
     /// sends more than twice as many is closed with 1008.
     pub max_pings_per_sec: u32,
+    /// Whether permessage-deflate (RFC 7692) is negotiated with clients that offer it.
+    pub compression: bool,
+    /// Messages of at least this many bytes sent with [`Outbox::send_text`] or
+    /// [`Outbox::send_binary`] to a client that negotiated permessage-deflate are compressed;
+    /// shorter ones go plain. 0 compresses every message.
+    pub compress_min: usize,
 }
 
 impl Default for ServerConfig {
@@ -106,6 +112,8 @@ impl Default for ServerConfig {
             max_outbound_bytes: 4 * 1024 * 1024,
             max_stall: Duration::from_secs(30),
             max_pings_per_sec: 20,
+            compression: true,
+            compress_min: 256,
         }
     }
 }

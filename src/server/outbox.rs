@@ -5,6 +5,7 @@
 use super::connections::Connections;
 use super::outbound::Frame;
 use super::{CloseCode, ConnId, Response};
+use crate::ws::deflate;
 use crate::ws::frame::{encode_server_frame, OpCode};
 
 /// The handler's way to write: queue frames on connections of this worker, or close them.
@@ -13,14 +14,48 @@ pub struct Outbox<'a> {
 }
 
 impl Outbox<'_> {
-    /// Queues a text message. Returns false if the connection is not open (gone or closing).
+    /// Queues a text message, compressed when the connection negotiated permessage-deflate and
+    /// it is at least [`Outbox::compress_min`] bytes. Returns false if the connection is not
+    /// open (gone or closing).
     pub fn send_text(&mut self, conn: ConnId, text: &str) -> bool {
-        self.send_owned(conn, encode_server_frame(OpCode::Text, text.as_bytes()))
+        self.send_message(conn, OpCode::Text, text.as_bytes())
     }
 
-    /// Queues a binary message. Returns false if the connection is not open.
+    /// Queues a binary message, compressed as [`Outbox::send_text`] is. Returns false if the
+    /// connection is not open.
     pub fn send_binary(&mut self, conn: ConnId, bytes: &[u8]) -> bool {
-        self.send_owned(conn, encode_server_frame(OpCode::Binary, bytes))
+        self.send_message(conn, OpCode::Binary, bytes)
+    }
+
+    fn send_message(&mut self, conn: ConnId, opcode: OpCode, payload: &[u8]) -> bool {
+        let frame = match self.compression(conn) {
+            // Compressed alone (no context takeover), with the client's window.
+            Some(bits) if payload.len() >= self.compress_min() => {
+                deflate::compressed_frame(opcode, payload, bits)
+            }
+            _ => encode_server_frame(opcode, payload),
+        };
+        self.send_owned(conn, frame)
+    }
+
+    /// The server window (in bits, 9 to 15) agreed with this connection for permessage-deflate,
+    /// or `None` if it did not negotiate it (or is not open). Only a connection with `Some` may
+    /// be sent a frame with RSV1 set ([`crate::ws::deflate::compressed_frame`]) through
+    /// [`Outbox::send_frame`] or [`Outbox::send_keyed`]; to any other it is a protocol error.
+    /// A compression made with [`crate::ws::deflate::window_bits_for`]`(len, bits)` bits serves
+    /// it (for most messages that is 15, the same bytes for every such connection).
+    pub fn compression(&self, conn: ConnId) -> Option<u8> {
+        match &self.conns.conns.get(conn.0)?.phase {
+            super::conn::Phase::Open(o) => o.ws.deflate().map(|d| d.server_window_bits()),
+            _ => None,
+        }
+    }
+
+    /// Payloads shorter than this are sent plain even to a connection that negotiated
+    /// permessage-deflate (`ServerConfig::compress_min`): compressing a few bytes saves little
+    /// and costs a compression each.
+    pub fn compress_min(&self) -> usize {
+        self.conns.config.compress_min
     }
 
     /// Queues an already encoded frame (see [`crate::ws::frame::encode_server_frame`]), shared

@@ -5,8 +5,13 @@
 //! what it can and says how much it took. Payload bytes are consumed as they arrive, even in the
 //! middle of a frame, so the only bytes a caller ever has to keep are an incomplete frame header
 //! (at most 14 bytes), and invalid UTF-8 is caught on the first bad byte.
+//!
+//! With permessage-deflate negotiated ([`WsContext::with_deflate`]), a compressed message (RSV1
+//! on its first frame) is inflated as its bytes arrive, into at most the message limit, and its
+//! text checked as UTF-8 as it inflates.
 
 use super::close::{self, CloseCode, ClosePayloadError};
+use super::deflate::{DeflateParams, InflateContext, InflateError, Inflater};
 use super::frame::{self, FrameHeader, HeaderError, OpCode, Parsed};
 use super::mask::apply_mask;
 use super::utf8::Utf8Validator;
@@ -16,7 +21,7 @@ use super::utf8::Utf8Validator;
 pub struct Limits {
     /// Largest payload of a single frame.
     pub max_frame: u64,
-    /// Largest message, all fragments together.
+    /// Largest message, all fragments together; for a compressed message, inflated.
     pub max_message: usize,
 }
 
@@ -52,8 +57,10 @@ pub enum Violation {
     DataFrameInsideMessage,
     /// A continuation frame with no message to continue.
     ContinuationWithoutMessage,
-    /// A message over the size limit, all fragments together (1009).
+    /// A message over the size limit, all fragments together, or inflating past it (1009).
     MessageTooBig,
+    /// A compressed message that is not valid DEFLATE data (1007).
+    InvalidCompressedData,
     /// A text message or close reason that is not UTF-8 (1007).
     InvalidUtf8,
     /// A close payload of one byte: a code needs two.
@@ -69,7 +76,9 @@ impl Violation {
             Violation::Header(HeaderError::TooBig { .. }) | Violation::MessageTooBig => {
                 CloseCode::TOO_BIG
             }
-            Violation::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            // "data within a message that was not consistent with the type of the message"
+            // (RFC 6455 7.4.1): compressed data that does not inflate is that too.
+            Violation::InvalidUtf8 | Violation::InvalidCompressedData => CloseCode::INVALID_PAYLOAD,
             _ => CloseCode::PROTOCOL,
         }
     }
@@ -85,6 +94,7 @@ impl Violation {
                 "continuation frame with no message to continue"
             }
             Violation::MessageTooBig => "message too big",
+            Violation::InvalidCompressedData => "compressed message is not valid DEFLATE data",
             Violation::InvalidUtf8 => "text is not valid UTF-8",
             Violation::CloseTruncated => "close payload of one byte",
             Violation::InvalidCloseCode => "invalid close code",
@@ -140,11 +150,17 @@ struct FrameInProgress {
 #[derive(Debug, Default)]
 struct MessageInProgress {
     is_text: bool,
+    /// The message as the handler will get it (inflated, if it is compressed).
     data: Vec<u8>,
     utf8: Utf8Validator,
+    /// Set for a compressed message: its frames' payloads are inflated into `data`.
+    inflater: Option<Inflater>,
+    /// Payload bytes of its frames so far, as sent (compressed, if it is).
+    wire: u64,
 }
 
-/// The read state of one connection. Idle, it holds no heap memory.
+/// The read state of one connection. Idle, it holds no heap memory (but, with client context
+/// takeover, the end of the client's last compressed messages).
 #[derive(Debug, Default)]
 pub struct WsContext {
     limits: Limits,
@@ -153,6 +169,8 @@ pub struct WsContext {
     /// Payload of the control frame being read (at most 125 bytes).
     control: Vec<u8>,
     close_received: bool,
+    /// permessage-deflate, when it was negotiated at the upgrade.
+    deflate: Option<InflateContext>,
 }
 
 impl WsContext {
@@ -161,6 +179,18 @@ impl WsContext {
             limits,
             ..Default::default()
         }
+    }
+
+    /// With permessage-deflate agreed at the upgrade (`None`: not negotiated, as [`Self::new`]).
+    pub fn with_deflate(mut self, params: Option<DeflateParams>) -> Self {
+        self.deflate = params.map(InflateContext::new);
+        self
+    }
+
+    /// The permessage-deflate parameters agreed at the upgrade, if any. The server's side of
+    /// them ([`DeflateParams::server_window_bits`]) says how to compress what is sent to it.
+    pub fn deflate(&self) -> Option<&DeflateParams> {
+        self.deflate.as_ref().map(InflateContext::params)
     }
 
     /// True once a close frame has been read; nothing after it is read.
@@ -182,7 +212,11 @@ impl WsContext {
         loop {
             let mut frame = match self.frame {
                 Some(f) => f,
-                None => match frame::parse_client_header(&input[pos..], self.limits.max_frame)? {
+                None => match frame::parse_client_header_with(
+                    &input[pos..],
+                    self.limits.max_frame,
+                    self.deflate.is_some(),
+                )? {
                     Parsed::Partial => return Ok((pos, None)),
                     Parsed::Complete(header, n) => {
                         pos += n;
@@ -212,18 +246,25 @@ impl WsContext {
                 if self.message.is_some() {
                     return Err(ProtocolError::new(Violation::DataFrameInsideMessage));
                 }
-                self.check_message_size(0, header.payload_len)?;
+                // The frame parser lets RSV1 through only with permessage-deflate negotiated.
+                let inflater = match (&self.deflate, header.compressed) {
+                    (Some(d), true) => Some(d.begin().map_err(inflate_error)?),
+                    (None, true) => return Err(HeaderError::ReservedBits.into()),
+                    (_, false) => None,
+                };
+                self.check_message_size(inflater.is_some(), 0, header.payload_len)?;
                 self.message = Some(Box::new(MessageInProgress {
                     is_text: header.opcode == OpCode::Text,
+                    inflater,
                     ..Default::default()
                 }));
             }
             OpCode::Continuation => {
-                let so_far = match &self.message {
-                    Some(m) => m.data.len(),
+                let (compressed, so_far) = match &self.message {
+                    Some(m) => (m.inflater.is_some(), m.wire),
                     None => return Err(ProtocolError::new(Violation::ContinuationWithoutMessage)),
                 };
-                self.check_message_size(so_far, header.payload_len)?;
+                self.check_message_size(compressed, so_far, header.payload_len)?;
             }
             OpCode::Close | OpCode::Ping | OpCode::Pong => self.control.clear(),
         }
@@ -234,40 +275,70 @@ impl WsContext {
         })
     }
 
-    fn check_message_size(&self, so_far: usize, more: u64) -> Result<(), ProtocolError> {
-        let total = (so_far as u64).saturating_add(more);
-        if total > self.limits.max_message as u64 {
+    /// Checks the message's bytes on the wire, with `more` to come, against the limit. For a
+    /// compressed message the limit is on its inflated size (checked as it inflates), but its
+    /// wire bytes are bounded too, or empty DEFLATE blocks (5 bytes that inflate to nothing)
+    /// could keep one message going forever: by the limit plus an eighth, which covers the most
+    /// a deflate encoder adds to data it cannot compress (fixed Huffman codes on random bytes,
+    /// 9 bits for 8; stored blocks add 5 bytes per 64 KiB).
+    fn check_message_size(
+        &self,
+        compressed: bool,
+        so_far: u64,
+        more: u64,
+    ) -> Result<(), ProtocolError> {
+        let max = self.limits.max_message as u64;
+        let max = if compressed {
+            max.saturating_add(max / 8 + 64)
+        } else {
+            max
+        };
+        if so_far.saturating_add(more) > max {
             return Err(ProtocolError::new(Violation::MessageTooBig));
         }
         Ok(())
     }
 
-    /// Unmasks a piece of payload into the message or control buffer.
+    /// Unmasks a piece of payload into the control buffer or the message (inflating it, if it
+    /// is compressed).
     fn take_payload(
         &mut self,
         frame: &mut FrameInProgress,
         piece: &[u8],
     ) -> Result<(), ProtocolError> {
         let key = frame.header.mask.unwrap_or([0; 4]);
-        let buf = if frame.header.opcode.is_control() {
-            &mut self.control
-        } else {
-            match self.message.as_deref_mut() {
-                Some(m) => &mut m.data,
-                None => return Err(ProtocolError::new(Violation::ContinuationWithoutMessage)),
-            }
-        };
-        let start = buf.len();
-        buf.extend_from_slice(piece);
-        frame.offset = apply_mask(&mut buf[start..], key, frame.offset);
         frame.remaining -= piece.len() as u64;
-        if let Some(m) = self.message.as_deref_mut() {
-            if m.is_text
-                && !frame.header.opcode.is_control()
-                && m.utf8.feed(&m.data[start..]).is_err()
-            {
-                return Err(invalid_utf8());
+        if frame.header.opcode.is_control() {
+            let start = self.control.len();
+            self.control.extend_from_slice(piece);
+            frame.offset = apply_mask(&mut self.control[start..], key, frame.offset);
+            return Ok(());
+        }
+        let Some(m) = self.message.as_deref_mut() else {
+            return Err(ProtocolError::new(Violation::ContinuationWithoutMessage));
+        };
+        m.wire += piece.len() as u64;
+        let start = m.data.len();
+        match m.inflater.as_mut() {
+            None => {
+                m.data.extend_from_slice(piece);
+                frame.offset = apply_mask(&mut m.data[start..], key, frame.offset);
             }
+            Some(inflater) => {
+                // Unmasked a stack buffer at a time: the compressed bytes are never kept.
+                let mut buf = [0u8; 4096];
+                for part in piece.chunks(buf.len()) {
+                    let buf = &mut buf[..part.len()];
+                    buf.copy_from_slice(part);
+                    frame.offset = apply_mask(buf, key, frame.offset);
+                    inflater
+                        .inflate(buf, &mut m.data, self.limits.max_message)
+                        .map_err(inflate_error)?;
+                }
+            }
+        }
+        if m.is_text && m.utf8.feed(&m.data[start..]).is_err() {
+            return Err(invalid_utf8());
         }
         Ok(())
     }
@@ -282,7 +353,19 @@ impl WsContext {
                 let Some(m) = self.message.take() else {
                     return Err(ProtocolError::new(Violation::ContinuationWithoutMessage));
                 };
-                let m = *m;
+                let mut m = *m;
+                if let Some(mut inflater) = m.inflater.take() {
+                    let start = m.data.len();
+                    inflater
+                        .finish(&mut m.data, self.limits.max_message)
+                        .map_err(inflate_error)?;
+                    if m.is_text && m.utf8.feed(&m.data[start..]).is_err() {
+                        return Err(invalid_utf8());
+                    }
+                    if let Some(d) = self.deflate.as_mut() {
+                        d.end(&m.data);
+                    }
+                }
                 if !m.is_text {
                     return Ok(Some(Incoming::Binary(m.data)));
                 }
@@ -318,6 +401,13 @@ impl WsContext {
 
 fn invalid_utf8() -> ProtocolError {
     ProtocolError::new(Violation::InvalidUtf8)
+}
+
+fn inflate_error(e: InflateError) -> ProtocolError {
+    ProtocolError::new(match e {
+        InflateError::TooBig => Violation::MessageTooBig,
+        InflateError::Invalid => Violation::InvalidCompressedData,
+    })
 }
 
 #[cfg(test)]
@@ -550,6 +640,188 @@ mod tests {
             feed(&mut ctx(), &[&empty]).unwrap(),
             vec![Incoming::Close(None)]
         );
+    }
+
+    mod deflate {
+        use super::*;
+        use crate::ws::deflate::{compress, DeflateParams};
+        use flate2::{Compress, Compression, FlushCompress};
+
+        const AGREED: DeflateParams = DeflateParams {
+            server_max_window_bits: None,
+            client_max_window_bits: None,
+            client_no_context_takeover: false,
+        };
+
+        fn dctx(max_message: usize) -> WsContext {
+            WsContext::new(Limits {
+                max_frame: 1 << 20,
+                max_message,
+            })
+            .with_deflate(Some(AGREED))
+        }
+
+        /// A client frame with RSV1 set.
+        fn compressed(fin: bool, op: OpCode, data: &[u8]) -> Vec<u8> {
+            let mut f = encode_client_frame(fin, op, data, KEY);
+            f[0] |= 0x40;
+            f
+        }
+
+        /// What a client with context takeover sends: one stream, flushed per message.
+        fn client_stream(msgs: &[&[u8]]) -> Vec<Vec<u8>> {
+            let mut c = Compress::new_with_window_bits(Compression::new(6), false, 15);
+            msgs.iter()
+                .map(|m| {
+                    let mut out = Vec::with_capacity(m.len() + 1024);
+                    c.compress_vec(m, &mut out, FlushCompress::Sync).unwrap();
+                    out.truncate(out.len() - 4);
+                    out
+                })
+                .collect()
+        }
+
+        #[test]
+        fn compressed_messages_inflate_whole_fragmented_and_split_anywhere() {
+            let text = "κόσμε, quotes/AAPL 189.12 ".repeat(40);
+            let z = compress(text.as_bytes(), 15);
+            let mut wire = compressed(true, OpCode::Text, &z);
+            // Fragmented: RSV1 on the first frame only, a ping in between.
+            let (a, b) = z.split_at(z.len() / 3);
+            wire.extend(compressed(false, OpCode::Text, a));
+            wire.extend(encode_client_frame(true, OpCode::Ping, b"p", KEY));
+            wire.extend(encode_client_frame(false, OpCode::Continuation, b, KEY));
+            wire.extend(encode_client_frame(true, OpCode::Continuation, &[], KEY));
+            // An empty compressed message (zlib flushes nothing for one right after a flush).
+            wire.extend(compressed(true, OpCode::Text, &[]));
+            // A plain message between compressed ones, and a compressed binary one.
+            wire.extend(encode_client_frame(true, OpCode::Text, b"plain", KEY));
+            wire.extend(compressed(true, OpCode::Binary, &compress(&[1, 2, 3], 15)));
+            let expect = vec![
+                text.clone().into_bytes(),
+                b"p".to_vec(),
+                text.into_bytes(),
+                Vec::new(),
+                b"plain".to_vec(),
+                vec![1, 2, 3],
+            ];
+            let payloads = |events: Vec<Incoming>| -> Vec<Vec<u8>> {
+                events
+                    .into_iter()
+                    .map(|e| match e {
+                        Incoming::Text(t) => t.into_bytes(),
+                        Incoming::Binary(b) | Incoming::Ping(b) => b,
+                        e => panic!("{e:?}"),
+                    })
+                    .collect()
+            };
+            assert_eq!(
+                payloads(feed(&mut dctx(1 << 20), &[&wire]).unwrap()),
+                expect
+            );
+            for i in (0..wire.len()).step_by(7) {
+                let got = feed(&mut dctx(1 << 20), &[&wire[..i], &wire[i..]]).unwrap();
+                assert_eq!(payloads(got), expect, "split {i}");
+            }
+        }
+
+        #[test]
+        fn client_context_takeover_is_honoured() {
+            let msgs: Vec<String> = (0..20)
+                .map(|i| format!(r#"{{"op":"subscribe","topics":["quotes/S{i}"],"id":{i}}}"#))
+                .collect();
+            let refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_bytes()).collect();
+            let mut wire = Vec::new();
+            for z in client_stream(&refs) {
+                wire.extend(compressed(true, OpCode::Text, &z));
+            }
+            let mut c = dctx(1 << 20);
+            let got = feed(&mut c, &[&wire]).unwrap();
+            assert_eq!(got, msgs.iter().map(|m| text(m)).collect::<Vec<_>>());
+            // With client_no_context_takeover agreed nothing is kept, so the second message's
+            // back-references are invalid data.
+            let mut c = WsContext::new(Limits::default()).with_deflate(Some(DeflateParams {
+                client_no_context_takeover: true,
+                ..AGREED
+            }));
+            assert_eq!(code_of(&wire, &mut c), 1007);
+        }
+
+        #[test]
+        fn rsv1_rules() {
+            let z = compress(b"hello hello hello", 15);
+            // Without negotiation: 1002, as any reserved bit.
+            assert_eq!(
+                code_of(&compressed(true, OpCode::Text, &z), &mut ctx()),
+                1002
+            );
+            // On a control frame, or on a continuation: 1002.
+            let ping = compressed(true, OpCode::Ping, b"");
+            assert_eq!(code_of(&ping, &mut dctx(1000)), 1002);
+            let mut cont = compressed(false, OpCode::Text, &z);
+            cont.extend(compressed(true, OpCode::Continuation, &[0x00]));
+            assert_eq!(code_of(&cont, &mut dctx(1000)), 1002);
+            // Compressed data that does not inflate: 1007.
+            let bad = compressed(true, OpCode::Binary, &[0xff, 0xff, 0xff]);
+            assert_eq!(code_of(&bad, &mut dctx(1000)), 1007);
+            // Text is checked as UTF-8 once inflated.
+            let latin1 = compressed(true, OpCode::Text, &compress(&[b'a', 0xe9, b'b'], 15));
+            assert_eq!(code_of(&latin1, &mut dctx(1000)), 1007);
+            // A multi-byte character cut at the end of the message.
+            let cut = compressed(true, OpCode::Text, &compress(&"€".as_bytes()[..2], 15));
+            assert_eq!(code_of(&cut, &mut dctx(1000)), 1007);
+        }
+
+        #[test]
+        fn a_zip_bomb_gets_1009_within_the_limit() {
+            // 16 MiB of zeros in ~16 KB, against a 64 KiB limit.
+            let bomb = crate::ws::deflate::tests::zip_bomb(16);
+            assert!(bomb.len() < 64 * 1024);
+            let wire = compressed(true, OpCode::Binary, &bomb);
+            let mut c = dctx(64 * 1024);
+            let err = c.read(&wire).expect_err("too big");
+            assert_eq!(err.code, CloseCode::TOO_BIG);
+            let m = c.message.as_ref().expect("the message being read");
+            assert!(m.data.capacity() <= 64 * 1024 + 1, "{}", m.data.capacity());
+            // Exactly the limit, inflated, is fine.
+            let wire = compressed(true, OpCode::Binary, &compress(&[0; 1000], 15));
+            assert_eq!(
+                feed(&mut dctx(1000), &[&wire]).unwrap(),
+                vec![Incoming::Binary(vec![0; 1000])]
+            );
+            assert_eq!(code_of(&wire, &mut dctx(999)), 1009);
+        }
+
+        #[test]
+        fn compressed_bytes_on_the_wire_are_bounded_too() {
+            // Empty stored blocks inflate to nothing; past the limit and an eighth: 1009.
+            let empty_blocks = [0x00, 0x00, 0x00, 0xff, 0xff].repeat(40);
+            let mut wire = compressed(false, OpCode::Binary, &empty_blocks);
+            for _ in 0..10 {
+                wire.extend(encode_client_frame(
+                    false,
+                    OpCode::Continuation,
+                    &empty_blocks,
+                    KEY,
+                ));
+            }
+            // 11 frames of 200 bytes: 2200 > 1000 + 125 + 64.
+            assert_eq!(code_of(&wire, &mut dctx(1000)), 1009);
+            let few = &wire[..3 * (empty_blocks.len() + 8)];
+            assert!(feed(&mut dctx(1000), &[few]).unwrap().is_empty());
+        }
+
+        #[test]
+        fn nothing_is_kept_between_messages_but_the_window() {
+            let mut c = dctx(1 << 20);
+            let big = "x".repeat(100_000);
+            let wire = compressed(true, OpCode::Text, &compress(big.as_bytes(), 15));
+            feed(&mut c, &[&wire]).unwrap();
+            assert!(c.message.is_none());
+            assert_eq!(c.deflate.as_ref().map(|d| d.history_len()), Some(32 * 1024));
+            assert_eq!(c.deflate(), Some(&AGREED));
+            assert_eq!(ctx().deflate(), None);
+        }
     }
 
     #[test]

@@ -61,6 +61,9 @@ impl OpCode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
     pub fin: bool,
+    /// RSV1, "the Per-Message Compressed bit" of permessage-deflate (RFC 7692 6): set only on
+    /// the first frame of a compressed message, and only once the extension was negotiated.
+    pub compressed: bool,
     pub opcode: OpCode,
     pub mask: Option<[u8; 4]>,
     pub payload_len: u64,
@@ -69,8 +72,12 @@ pub struct FrameHeader {
 /// Why a header was refused. Each maps to close code 1002 except `TooBig` (1009).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeaderError {
-    /// RSV1-3 set with no extension negotiated.
+    /// RSV1-3 set with no extension negotiated that defines them (RSV2 and RSV3 always).
     ReservedBits,
+    /// RSV1 on a control frame, with permessage-deflate negotiated.
+    CompressedControl,
+    /// RSV1 on a continuation frame, with permessage-deflate negotiated.
+    CompressedContinuation,
     /// Opcode 3-7 or 0xB-0xF.
     UnknownOpcode(u8),
     /// "All frames sent from client to server have this bit set to 1."
@@ -89,6 +96,8 @@ impl HeaderError {
     pub fn describe(&self) -> &'static str {
         match self {
             HeaderError::ReservedBits => "reserved bits set without a negotiated extension",
+            HeaderError::CompressedControl => "compressed (RSV1) control frame",
+            HeaderError::CompressedContinuation => "RSV1 set on a continuation frame",
             HeaderError::UnknownOpcode(_) => "unknown opcode",
             HeaderError::Unmasked => "client frame is not masked",
             HeaderError::ControlTooLong => "control frame payload over 125 bytes",
@@ -108,18 +117,44 @@ pub enum Parsed {
     Complete(FrameHeader, usize),
 }
 
-/// Parses a client-to-server frame header from the front of `buf`. Checks that depend only on the
-/// header are done here; fragmentation order is the [`super::context`]'s job.
+/// Parses a client-to-server frame header from the front of `buf`, with no extension
+/// negotiated: any reserved bit fails it. See [`parse_client_header_with`].
 pub fn parse_client_header(buf: &[u8], max_frame: u64) -> Result<Parsed, HeaderError> {
+    parse_client_header_with(buf, max_frame, false)
+}
+
+/// Parses a client-to-server frame header from the front of `buf`; `compression` says whether
+/// permessage-deflate was negotiated (RSV1 allowed on the first frame of a data message). Checks
+/// that depend only on the header are done here; fragmentation order is the
+/// [`super::context`]'s job.
+pub fn parse_client_header_with(
+    buf: &[u8],
+    max_frame: u64,
+    compression: bool,
+) -> Result<Parsed, HeaderError> {
     if buf.len() < 2 {
         return Ok(Parsed::Partial);
     }
     let (b0, b1) = (buf[0], buf[1]);
-    if b0 & 0x70 != 0 {
+    // "MUST be 0 unless an extension is negotiated that defines meanings for non-zero values.
+    // If a nonzero value is received and none of the negotiated extensions defines the meaning
+    // of such a nonzero value, the receiving endpoint MUST _Fail the WebSocket Connection_."
+    // (RFC 6455 5.2) permessage-deflate defines RSV1 only.
+    let compressed = b0 & 0x40 != 0;
+    if b0 & 0x30 != 0 || (compressed && !compression) {
         return Err(HeaderError::ReservedBits);
     }
     let fin = b0 & 0x80 != 0;
     let opcode = OpCode::from_u8(b0 & 0x0f).ok_or(HeaderError::UnknownOpcode(b0 & 0x0f))?;
+    // "An endpoint MUST NOT set the "Per-Message Compressed" bit of control frames and
+    // non-first fragments of a data message. An endpoint receiving such a frame MUST _Fail the
+    // WebSocket Connection_." (RFC 7692 6.1)
+    if compressed && opcode.is_control() {
+        return Err(HeaderError::CompressedControl);
+    }
+    if compressed && opcode == OpCode::Continuation {
+        return Err(HeaderError::CompressedContinuation);
+    }
     if b1 & 0x80 == 0 {
         return Err(HeaderError::Unmasked);
     }
@@ -172,6 +207,7 @@ pub fn parse_client_header(buf: &[u8], max_frame: u64) -> Result<Parsed, HeaderE
     Ok(Parsed::Complete(
         FrameHeader {
             fin,
+            compressed,
             opcode,
             mask: Some(mask),
             payload_len: len,
@@ -311,6 +347,39 @@ mod tests {
         assert_eq!(
             parse(&[0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]),
             Err(HeaderError::LengthHighBit)
+        );
+        // RSV1 with compression negotiated: allowed on a data frame, the first of a message.
+        let with = |b: &[u8]| parse_client_header_with(b, MAX, true);
+        match with(&[0xc1, 0x80, 0, 0, 0, 0]) {
+            Ok(Parsed::Complete(h, 6)) => assert!(h.compressed && h.opcode == OpCode::Text),
+            p => panic!("{p:?}"),
+        }
+        match with(&[0x42, 0x80, 0, 0, 0, 0]) {
+            Ok(Parsed::Complete(h, 6)) => assert!(h.compressed && !h.fin),
+            p => panic!("{p:?}"),
+        }
+        match with(&[0x81, 0x80, 0, 0, 0, 0]) {
+            Ok(Parsed::Complete(h, 6)) => assert!(!h.compressed),
+            p => panic!("{p:?}"),
+        }
+        // Never on a control frame or a continuation, and RSV2/RSV3 stay reserved.
+        for op in [0x8u8, 0x9, 0xa] {
+            assert_eq!(
+                with(&[0xc0 | op, 0x80, 0, 0, 0, 0]),
+                Err(HeaderError::CompressedControl)
+            );
+        }
+        assert_eq!(
+            with(&[0xc0, 0x80, 0, 0, 0, 0]),
+            Err(HeaderError::CompressedContinuation)
+        );
+        assert_eq!(
+            with(&[0xa1, 0x80, 0, 0, 0, 0]),
+            Err(HeaderError::ReservedBits)
+        );
+        assert_eq!(
+            with(&[0x91, 0x80, 0, 0, 0, 0]),
+            Err(HeaderError::ReservedBits)
         );
         // Over the configured frame size.
         assert_eq!(

@@ -1,10 +1,12 @@
 //! The opening handshake (RFC 6455 section 4): what WebSocket adds to an HTTP request. The head
 //! itself is parsed by [`crate::http`]; [`validate_upgrade`] checks its upgrade headers and
-//! returns the `Sec-WebSocket-Accept` key, [`response_101`] builds the answer.
+//! returns the `Sec-WebSocket-Accept` key, [`negotiate_deflate`] picks the client's
+//! permessage-deflate offer if any, [`response_101`] builds the answer.
 
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
 
+use super::deflate::{self, DeflateParams};
 use crate::http::{Request, Response};
 
 /// The GUID appended to the client's key (RFC 6455 1.3).
@@ -107,6 +109,12 @@ pub fn offered_protocols<'a, 'b>(req: &'a Request<'b>) -> impl Iterator<Item = &
         .filter(|p| !p.is_empty())
 }
 
+/// The permessage-deflate offer to accept among the request's `Sec-WebSocket-Extensions`
+/// headers (all of them, in order), if any is acceptable.
+pub fn negotiate_deflate(req: &Request<'_>) -> Option<DeflateParams> {
+    deflate::negotiate(req.header_all("sec-websocket-extensions"))
+}
+
 /// `base64(sha1(key + GUID))` (RFC 6455 4.2.2).
 pub fn accept_key(key: &str) -> String {
     let mut sha = Sha1::new();
@@ -115,8 +123,9 @@ pub fn accept_key(key: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(sha.finalize())
 }
 
-/// The `101 Switching Protocols` response, with the chosen subprotocol if any.
-pub fn response_101(accept: &str, protocol: Option<&str>) -> Vec<u8> {
+/// The `101 Switching Protocols` response, with the chosen subprotocol and the accepted
+/// extensions (a `Sec-WebSocket-Extensions` value such as [`DeflateParams::response`]) if any.
+pub fn response_101(accept: &str, protocol: Option<&str>, extensions: Option<&str>) -> Vec<u8> {
     let mut out = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Accept: {accept}\r\n"
@@ -124,6 +133,11 @@ pub fn response_101(accept: &str, protocol: Option<&str>) -> Vec<u8> {
     if let Some(p) = protocol {
         out.push_str("Sec-WebSocket-Protocol: ");
         out.push_str(p);
+        out.push_str("\r\n");
+    }
+    if let Some(e) = extensions {
+        out.push_str("Sec-WebSocket-Extensions: ");
+        out.push_str(e);
         out.push_str("\r\n");
     }
     out.push_str("\r\n");
@@ -166,11 +180,38 @@ mod tests {
             offered_protocols(&req).collect::<Vec<_>>(),
             ["chat", "tickwire.v1"]
         );
-        let resp = String::from_utf8(response_101("abc", Some("tickwire.v1"))).unwrap();
+        let resp = String::from_utf8(response_101("abc", Some("tickwire.v1"), None)).unwrap();
         assert!(resp.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
         assert!(resp.contains("Sec-WebSocket-Accept: abc\r\n"));
         assert!(resp.contains("Sec-WebSocket-Protocol: tickwire.v1\r\n"));
+        assert!(!resp.contains("Extensions"));
         assert!(resp.ends_with("\r\n\r\n"));
+        // No extension offered, none accepted.
+        assert_eq!(negotiate_deflate(&req), None);
+    }
+
+    #[test]
+    fn deflate_offers_over_several_headers() {
+        let text = GOOD.replace(
+            "Sec-WebSocket-Version: 13\r\n",
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: x-webkit-deflate-frame, \
+             permessage-deflate; server_max_window_bits=8\r\nX-Other: 1\r\n\
+             sec-websocket-extensions: permessage-deflate; client_max_window_bits; \
+             server_max_window_bits=11\r\n",
+        );
+        let Ok(Status::Complete(req, _)) = parse(text.as_bytes()) else {
+            panic!("parses")
+        };
+        let params = negotiate_deflate(&req).expect("the second header's offer");
+        assert_eq!(params.server_window_bits(), 11);
+        let resp = String::from_utf8(response_101("abc", None, Some(&params.response()))).unwrap();
+        assert!(
+            resp.contains(
+                "\r\nSec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; \
+                 server_max_window_bits=11\r\n"
+            ),
+            "{resp}"
+        );
     }
 
     #[test]

@@ -7,11 +7,16 @@
 //! - [`utf8`]: incremental UTF-8 validation that fails on the first bad byte.
 //! - [`close`]: close codes and close-frame payloads.
 //! - [`context`]: the per-connection read state machine that turns bytes into messages.
+//! - [`extensions`]: the `Sec-WebSocket-Extensions` header's grammar: a client's offers.
+//! - [`deflate`]: permessage-deflate (RFC 7692): negotiation, compressing the server's messages,
+//!   inflating the client's.
 //!
 //! Every function here works on byte slices, so every edge case is a unit test with no socket.
 
 pub mod close;
 pub mod context;
+pub mod deflate;
+pub mod extensions;
 pub mod frame;
 pub mod handshake;
 pub mod mask;
