@@ -21,28 +21,7 @@ const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 /// Upgrades a raw socket, offering `extensions` if given; returns it after the 101 and the
 /// `Sec-WebSocket-Extensions` value of the 101, if any.
 fn upgrade(addr: SocketAddr, extensions: Option<&str>) -> (TcpStream, Option<String>) {
-    let mut s = raw(addr);
-    let offer = extensions.map_or(String::new(), |e| {
-        format!("Sec-WebSocket-Extensions: {e}\r\n")
-    });
-    let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
-    );
-    s.write_all(request.as_bytes()).expect("write");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).expect("101 response");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).expect("ASCII head");
-    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
-    let accepted = head
-        .lines()
-        .find_map(|l| l.strip_prefix("Sec-WebSocket-Extensions: "))
-        .map(str::to_owned);
-    (s, accepted)
+    upgrade_to(addr, "/ws", extensions)
 }
 
 /// One server frame: its first byte (FIN, RSV, opcode) and payload.
@@ -550,4 +529,160 @@ fn shared_frames_compressed_per_agreed_window() {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The broker: a publication is compressed once and the same bytes go to every compressing
+// subscriber.
+
+/// A broker subscriber on a raw socket offering permessage-deflate (or not), subscribed at
+/// connect to `topics`; returns it after the `subscribed` ack.
+fn broker_subscriber(broker: &tickwire::Broker, topics: &str, deflate: bool) -> TcpStream {
+    let offer = deflate.then_some("permessage-deflate");
+    let (mut s, accepted) = upgrade_to(
+        broker.public_addr(),
+        &format!("/ws?subscribe={topics}"),
+        offer,
+    );
+    assert_eq!(accepted.is_some(), deflate);
+    let (first, ack) = read_frame(&mut s);
+    assert_eq!(first & 0x40, 0, "a small ack goes plain");
+    assert!(String::from_utf8_lossy(&ack).contains("\"subscribed\""));
+    s
+}
+
+/// [`upgrade`] to `path`.
+fn upgrade_to(
+    addr: SocketAddr,
+    path: &str,
+    extensions: Option<&str>,
+) -> (TcpStream, Option<String>) {
+    let mut s = raw(addr);
+    let offer = extensions.map_or(String::new(), |e| {
+        format!("Sec-WebSocket-Extensions: {e}\r\n")
+    });
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
+    );
+    s.write_all(request.as_bytes()).expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("101 response");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).expect("ASCII head");
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    let accepted = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Sec-WebSocket-Extensions: "))
+        .map(str::to_owned);
+    (s, accepted)
+}
+
+/// The JSON of a broker message frame, inflated if RSV1 is set.
+fn broker_message(first: u8, payload: &[u8]) -> serde_json::Value {
+    let text = if first & 0x40 != 0 {
+        inflate_alone(payload, 15)
+    } else {
+        payload.to_vec()
+    };
+    serde_json::from_slice(&text).expect("a JSON message")
+}
+
+#[test]
+fn a_publication_is_compressed_once_for_every_compressing_subscriber() {
+    let broker = tickwire::Broker::builder()
+        .listen("127.0.0.1:0".parse().expect("addr"))
+        .local_listen(None)
+        .workers(1)
+        .start()
+        .expect("broker");
+    let big = format!("{{\"pad\":\"{}\",\"n\":1}}", "quote ".repeat(100));
+    broker
+        .publisher()
+        .publish("c/x", big.as_bytes())
+        .expect("published");
+    let mut a = broker_subscriber(&broker, "c/%23", true);
+    let mut b = broker_subscriber(&broker, "c/%23", true);
+    let mut plain = broker_subscriber(&broker, "c/%23", false);
+    // The snapshot: compressed for the two, the same bytes, plain for the third.
+    let (fa, pa) = read_frame(&mut a);
+    let (fb, pb) = read_frame(&mut b);
+    let (fp, pp) = read_frame(&mut plain);
+    assert_eq!((fa & 0x40, fb & 0x40, fp & 0x40), (0x40, 0x40, 0));
+    assert_eq!(pa, pb, "identical compressed bytes");
+    assert!(pa.len() < pp.len() / 4, "{} against {}", pa.len(), pp.len());
+    assert_eq!(broker_message(fa, &pa), broker_message(fp, &pp));
+    assert_eq!(broker_message(fa, &pa)["snapshot"], true);
+    // A live publication: the same again.
+    let big2 = big.replace("\"n\":1", "\"n\":2");
+    broker
+        .publisher()
+        .publish("c/x", big2.as_bytes())
+        .expect("published");
+    let (fa, pa) = read_frame(&mut a);
+    let (fb, pb) = read_frame(&mut b);
+    let (fp, pp) = read_frame(&mut plain);
+    assert_eq!((fa & 0x40, fb & 0x40, fp & 0x40), (0x40, 0x40, 0));
+    assert_eq!(pa, pb);
+    assert_eq!(broker_message(fa, &pa)["data"]["n"], 2);
+    assert_eq!(broker_message(fp, &pp)["data"]["n"], 2);
+    // A small one goes plain to everyone.
+    broker
+        .publisher()
+        .publish("c/y", b"{\"n\":3}")
+        .expect("published");
+    for s in [&mut a, &mut b, &mut plain] {
+        let (f, p) = read_frame(s);
+        assert_eq!(f & 0x40, 0);
+        assert_eq!(broker_message(f, &p)["data"]["n"], 3);
+    }
+}
+
+#[test]
+fn deltas_and_compression_go_together() {
+    let broker = tickwire::Broker::builder()
+        .listen("127.0.0.1:0".parse().expect("addr"))
+        .local_listen(None)
+        .workers(1)
+        .configure(|c| c.compress_min = 64)
+        .start()
+        .expect("broker");
+    let record = |n: u64| {
+        let mut fields: Vec<String> = (0..20)
+            .map(|i| format!("\"field{i:02}\":\"some constant text {i}\""))
+            .collect();
+        fields.push(format!("\"bid\":{n}"));
+        format!("{{{}}}", fields.join(","))
+    };
+    broker
+        .publisher()
+        .publish("dz/x", record(1).as_bytes())
+        .expect("published");
+    let (mut s, accepted) = upgrade_to(broker.public_addr(), "/ws", Some("permessage-deflate"));
+    assert!(accepted.is_some());
+    let subscribe = r#"{"op":"subscribe","topics":["dz/x"],"delta":true,"id":1}"#;
+    s.write_all(&client_frame(
+        true,
+        OpCode::Text,
+        subscribe.as_bytes(),
+        false,
+    ))
+    .expect("subscribe");
+    let (f, p) = read_frame(&mut s);
+    assert_eq!(broker_message(f, &p)["type"], "subscribed");
+    let (f, p) = read_frame(&mut s);
+    let snapshot = broker_message(f, &p);
+    assert_eq!(f & 0x40, 0x40, "the whole record is compressed");
+    assert_eq!(snapshot["data"]["bid"], 1);
+    broker
+        .publisher()
+        .publish("dz/x", record(2).as_bytes())
+        .expect("published");
+    let (f, p) = read_frame(&mut s);
+    let m = broker_message(f, &p);
+    assert_eq!(m["delta"], serde_json::json!({"bid": 2}), "{m}");
+    assert_eq!(f & 0x40, 0, "the delta is under the threshold: plain");
 }

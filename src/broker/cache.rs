@@ -34,8 +34,10 @@ pub struct TopicEntry {
     pub frame: Frame,
     pub payload: Range<usize>,
     /// The latest value as a snapshot frame, made when a subscriber first needs it and shared
-    /// by every subscriber after it; `None` again after each publication.
+    /// by every subscriber after it; `None` again after each publication. Beside it, the same
+    /// compressed (permessage-deflate, window 15), likewise made once.
     pub snapshot: Option<Frame>,
+    pub snapshot_deflated: Option<Frame>,
     /// The last publications (the latest included), with no seq missing between them: what a
     /// reconnecting subscriber can be replayed (`--history`).
     pub history: VecDeque<Sent>,
@@ -192,8 +194,11 @@ impl Cache {
         self.lock(topic).get(topic).cloned()
     }
 
-    /// The topic's latest value as a shared snapshot frame, made once per publication.
-    pub fn snapshot(&self, topic: &str) -> Option<Snapshot> {
+    /// The topic's latest value as a shared snapshot frame, made once per publication; for a
+    /// connection with server window `bits` and the compression threshold `min`
+    /// (`deflate: Some((bits, min))`), compressed when it should be, also made once per
+    /// publication when the window-15 bytes serve it (see `ws::deflate::window_bits_for`).
+    pub fn snapshot(&self, topic: &str, deflate: Option<(u8, usize)>) -> Option<Snapshot> {
         let mut shard = self.lock(topic);
         let e = shard.get_mut(topic)?;
         let frame = match &e.snapshot {
@@ -205,6 +210,24 @@ impl Cache {
                 e.snapshot = Some(f.clone());
                 f
             }
+        };
+        let frame = match deflate {
+            Some((bits, min)) => match crate::ws::frame::server_frame_parts(&frame) {
+                Some((op, payload)) if payload.len() >= min => {
+                    let window = crate::ws::deflate::window_bits_for(payload.len(), bits);
+                    if window == 15 {
+                        e.snapshot_deflated
+                            .get_or_insert_with(|| {
+                                Arc::from(crate::ws::deflate::compressed_frame(op, payload, 15))
+                            })
+                            .clone()
+                    } else {
+                        Arc::from(crate::ws::deflate::compressed_frame(op, payload, window))
+                    }
+                }
+                _ => frame,
+            },
+            None => frame,
         };
         Some(Snapshot {
             id: e.id,

@@ -1,4 +1,11 @@
-//! The form a message takes for one subscriber. A subscriber that asked for `delta: true` gets a
+//! The form a message takes for one subscriber: whole or a delta, plain or compressed.
+//!
+//! Compressed (permessage-deflate, negotiated by the engine): a frame of at least
+//! `compress_min` bytes goes compressed to a connection that agreed it, built once per frame
+//! and window ([`Deflated`]) and shared by every such connection — the server never uses
+//! context takeover, so the bytes do not depend on the connection.
+//!
+//! Deltas: a subscriber that asked for `delta: true` gets a
 //! topic's merge patch instead of its whole value when, and only when, the last message of that
 //! topic it was sent is the publication just before (so it can apply the patch): never for its
 //! first message of a topic (a snapshot, the start of a replay), never after a gap (merged by
@@ -6,10 +13,52 @@
 //! replaced by a newer one before it goes out.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use super::cache::Sent;
 use super::topic;
 use crate::server::Frame;
+use crate::ws::deflate::{compressed_frame, window_bits_for};
+use crate::ws::frame::server_frame_parts;
+
+/// Compressed forms of frames, each made once per window and shared by every connection that
+/// takes it; one of these lives for the fan-out of one publication.
+#[derive(Debug, Default)]
+pub struct Deflated {
+    /// (the frame's address, the window, the compressed frame).
+    made: Vec<(usize, u8, Frame)>,
+}
+
+impl Deflated {
+    /// `frame` in the form a connection with server window `bits` takes it (`None`: it did not
+    /// agree permessage-deflate): compressed when its payload is at least `min` bytes.
+    pub fn form<'a>(&'a mut self, frame: &'a Frame, bits: Option<u8>, min: usize) -> &'a Frame {
+        let Some(bits) = bits else {
+            return frame;
+        };
+        let Some((opcode, payload)) = server_frame_parts(frame) else {
+            return frame;
+        };
+        if payload.len() < min {
+            return frame;
+        }
+        let window = window_bits_for(payload.len(), bits);
+        let key = Arc::as_ptr(frame).cast::<u8>() as usize;
+        let found = self
+            .made
+            .iter()
+            .position(|(k, w, _)| *k == key && *w == window);
+        let i = match found {
+            Some(i) => i,
+            None => {
+                let compressed = compressed_frame(opcode, payload, window);
+                self.made.push((key, window, Arc::from(compressed)));
+                self.made.len() - 1
+            }
+        };
+        &self.made[i].2
+    }
+}
 
 /// What a subscriber with delta patterns was last sent, per topic.
 #[derive(Debug, Default)]
@@ -163,5 +212,29 @@ mod tests {
         // Unsubscribing something that was not subscribed changes nothing.
         assert_eq!(d.unsubscribed(&[]), 0);
         assert_eq!(text(d.choose(1, "q/A", &sent(9), false)), "delta 9");
+    }
+
+    #[test]
+    fn a_frame_is_compressed_once_per_window_and_only_when_large_enough() {
+        use crate::ws::frame::{encode_server_frame, OpCode};
+        let big: Frame = Arc::from(encode_server_frame(OpCode::Text, &[b'a'; 600]));
+        let small: Frame = Arc::from(encode_server_frame(OpCode::Text, b"tiny"));
+        let mut d = Deflated::default();
+        assert!(
+            Arc::ptr_eq(d.form(&big, None, 256), &big),
+            "no deflate: as it is"
+        );
+        assert!(
+            Arc::ptr_eq(d.form(&small, Some(15), 256), &small),
+            "too small: plain"
+        );
+        let first = d.form(&big, Some(15), 256).clone();
+        assert_eq!(first[0] & 0x40, 0x40, "RSV1 set");
+        assert!(first.len() < big.len());
+        // Any window the message fits shares the window-15 bytes; a smaller one gets its own.
+        assert!(Arc::ptr_eq(d.form(&big, Some(12), 256), &first));
+        let nine = d.form(&big, Some(9), 256).clone();
+        assert!(!Arc::ptr_eq(&nine, &first));
+        assert_eq!(d.made.len(), 2);
     }
 }

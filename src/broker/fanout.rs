@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::cache::Sent;
+use super::delivery::Deflated;
 use super::hub::Delivery;
 use super::rate::Admit;
 use super::snapshots::send_replay;
@@ -31,6 +32,9 @@ impl BrokerWorker {
             full: d.frame.clone(),
             delta: d.delta.clone(),
         };
+        // Compressed once per form and window, for all the connections that take it.
+        let mut deflated = Deflated::default();
+        let min = self.shared.config.compress_min;
         let mut delivered = 0;
         self.index.for_each_match(&d.topic, |conn| {
             let Some(Some(Client::Subscriber(sub))) = clients.get_mut(conn.0) else {
@@ -50,7 +54,7 @@ impl BrokerWorker {
                 // Something newer than the snapshot it was owed; or the replay it was owed
                 // must come first.
                 if let Some(replay) = backlog.overtaken(d.topic_id) {
-                    let n = send_replay(sub, conn, d.topic_id, &d.topic, &replay, out);
+                    let n = send_replay(sub, conn, d.topic_id, &d.topic, &replay, min, out);
                     metrics.replayed.fetch_add(n as u64, Ordering::Relaxed);
                 }
             }
@@ -72,6 +76,7 @@ impl BrokerWorker {
                 Some(deltas) => deltas.choose(d.topic_id, &d.topic, &sent, out.is_behind(conn)),
                 None => &sent.full,
             };
+            let frame = deflated.form(frame, sub.deflate, min);
             if out.send_keyed(conn, d.topic_id, frame) {
                 delivered += 1;
             }
@@ -99,6 +104,8 @@ impl BrokerWorker {
                 Some(deltas) => deltas.choose(topic, &name, &sent, out.is_behind(conn)),
                 None => &sent.full,
             };
+            let mut deflated = Deflated::default();
+            let frame = deflated.form(frame, sub.deflate, self.shared.config.compress_min);
             if out.send_keyed(conn, topic, frame) {
                 delivered += 1;
             }

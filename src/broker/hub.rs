@@ -355,6 +355,7 @@ impl Hub {
                         frame: Arc::from(&[][..]),
                         payload: 0..0,
                         snapshot: None,
+                        snapshot_deflated: None,
                         history: VecDeque::new(),
                     };
                     created = true;
@@ -367,6 +368,7 @@ impl Hub {
             entry.payload = encode_msg_frame(&mut buf, &entry.topic_json, seq, false, payload);
             entry.frame = Arc::from(&buf[..]);
             entry.snapshot = None;
+            entry.snapshot_deflated = None;
             let sent = Sent {
                 seq,
                 full: entry.frame.clone(),

@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::cache::Sent;
+use super::delivery::Deflated;
 use super::subscriber::Subscriber;
 use super::tree::Budget;
 use super::{topic, BrokerWorker};
@@ -143,6 +144,7 @@ impl BrokerWorker {
     /// Sends what subscribers are owed, round-robin, until this turn's share is spent.
     pub(super) fn send_owed(&mut self, out: &mut Outbox<'_>) {
         let hub = self.shared.hub.clone();
+        let min = self.shared.config.compress_min;
         let mut left = SNAPSHOTS_PER_TURN.saturating_sub(self.snapshots_this_turn);
         let (mut snapshots, mut replayed) = (0, 0);
         while left > 0 {
@@ -172,11 +174,12 @@ impl BrokerWorker {
                 }
                 match owed {
                     Some(replay) => {
-                        replayed += send_replay(sub, conn, id, &name, &replay, out);
+                        replayed += send_replay(sub, conn, id, &name, &replay, min, out);
                         done += replay.len().max(1);
                     }
                     None => {
-                        let Some(snap) = hub.cache.snapshot(&name) else {
+                        let deflate = sub.deflate.map(|bits| (bits, min));
+                        let Some(snap) = hub.cache.snapshot(&name, deflate) else {
                             continue;
                         };
                         sub.set_floor(snap.id, snap.seq);
@@ -213,8 +216,10 @@ pub(super) fn send_replay(
     id: u64,
     name: &str,
     replay: &[Sent],
+    compress_min: usize,
     out: &mut Outbox<'_>,
 ) -> usize {
+    let mut deflated = Deflated::default();
     for (i, sent) in replay.iter().enumerate() {
         let frame = match &mut sub.deltas {
             Some(d) if i > 0 => d.choose(id, name, sent, out.is_behind(conn)),
@@ -224,6 +229,7 @@ pub(super) fn send_replay(
             }
             None => &sent.full,
         };
+        let frame = deflated.form(frame, sub.deflate, compress_min);
         out.send_keyed(conn, id, frame);
     }
     replay.len()

@@ -39,6 +39,8 @@ pub(crate) struct Subscriber {
     pub rate: Option<Box<RateLimiter>>,
     /// What was last sent per topic, for `delta: true`; `None` when never asked.
     pub deltas: Option<Box<Deltas>>,
+    /// The server window agreed for permessage-deflate, `None` when not.
+    pub deflate: Option<u8>,
     /// The last publication (worker-local number) delivered, to deliver once per connection.
     pub stamp: u64,
 }
@@ -66,6 +68,7 @@ impl BrokerWorker {
                 backlog: None,
                 rate: (cap > 0.0).then(|| Box::new(RateLimiter::new(cap))),
                 deltas: None,
+                deflate: out.compression(conn),
                 stamp: 0,
             })),
         );

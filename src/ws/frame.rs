@@ -241,6 +241,26 @@ pub fn encode_server_header(
     }
 }
 
+/// The opcode and payload of a whole unmasked server frame (as [`encode_server_frame`] makes
+/// them), or `None` if the bytes are not one.
+pub fn server_frame_parts(frame: &[u8]) -> Option<(OpCode, &[u8])> {
+    let (&b0, &b1) = (frame.first()?, frame.get(1)?);
+    let opcode = OpCode::from_u8(b0 & 0x0f)?;
+    let (len, at): (usize, usize) = match b1 & 0x7f {
+        126 => (
+            usize::from(u16::from_be_bytes([*frame.get(2)?, *frame.get(3)?])),
+            4,
+        ),
+        127 => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(frame.get(2..10)?);
+            (usize::try_from(u64::from_be_bytes(b)).ok()?, 10)
+        }
+        n => (usize::from(n), 2),
+    };
+    Some((opcode, frame.get(at..at.checked_add(len)?)?))
+}
+
 /// Encodes a whole unfragmented server frame: header then payload, in one buffer.
 pub fn encode_server_frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
     let mut head = [0u8; MAX_SERVER_HEADER];
