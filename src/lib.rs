@@ -193,6 +193,7 @@ impl Broker {
     /// publications until the link is up (see [`Broker::health`]).
     pub fn start_with(config: Config, hooks: Hooks) -> Result<Broker, Error> {
         config.validate().map_err(Error::Config)?;
+        let verifier = load_verifier(&config).map_err(Error::Config)?;
         let workers = config.worker_count();
         #[cfg(feature = "redis")]
         let redis = match &config.redis {
@@ -221,6 +222,7 @@ impl Broker {
             engine: Default::default(),
             clients_open: Default::default(),
             hooks,
+            verifier: parking_lot::RwLock::new(verifier),
         });
         let engine_config = engine_config(&config, workers);
         let limits = fdlimit::connection_limits(config.max_connections);
@@ -349,6 +351,20 @@ impl Drop for Broker {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The token verifier for `--jwt-key`, read from its file.
+fn load_verifier(config: &Config) -> Result<Option<Arc<broker::auth::Verifier>>, String> {
+    let Some(path) = &config.jwt_key else {
+        return Ok(None);
+    };
+    let v = broker::auth::Verifier::from_file(
+        path,
+        config.jwt_audience.as_deref(),
+        config.jwt_issuer.as_deref(),
+        config.jwt_leeway.as_secs(),
+    )?;
+    Ok(Some(Arc::new(v)))
 }
 
 /// The engine's settings for a broker's config.

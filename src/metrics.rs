@@ -84,6 +84,8 @@ pub(crate) struct Metrics {
     /// Publications (a batch counts once) handed to Redis whose answer a worker still owes its
     /// client: neither answered by Redis nor given up on yet.
     pub awaiting_answer: AtomicU64,
+    /// Tokens accepted and refused, connections closed at expiry (`--jwt-key`).
+    pub auth: crate::broker::auth::AuthMetrics,
 }
 
 impl Metrics {
@@ -264,6 +266,7 @@ impl Metrics {
                 get(a)
             );
         }
+        self.auth.render(&mut out);
         out
     }
 }

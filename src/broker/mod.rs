@@ -14,8 +14,13 @@
 //!   `/metrics`, `/healthz`, `/topics` on the local listener.
 //! - `pending`: publications handed to Redis whose answers the worker owes its clients; it never
 //!   waits for them.
+//! - [`auth`]: JWT verification (`--jwt-key`); [`coverage`]: whether granted patterns cover a
+//!   subscribe pattern; `entitlements`: a worker's tokens, their checks and their expiry.
 
+pub mod auth;
 pub(crate) mod cache;
+pub mod coverage;
+mod entitlements;
 pub mod index;
 pub(crate) mod local_api;
 pub mod payload;
@@ -64,6 +69,8 @@ pub(crate) struct BrokerShared {
     /// WebSocket clients (subscribers and streaming publishers) open now.
     pub clients_open: AtomicUsize,
     pub hooks: Hooks,
+    /// Checks subscribers' tokens (`--jwt-key`); replaced by a reload.
+    pub verifier: parking_lot::RwLock<Option<Arc<auth::Verifier>>>,
 }
 
 /// What happened to a WebSocket client connection.
@@ -155,6 +162,8 @@ pub(crate) struct BrokerWorker {
     snapshot_turns: VecDeque<ConnId>,
     /// Snapshots sent this loop turn (bounded by `subscriber::SNAPSHOTS_PER_TURN`).
     snapshots_this_turn: usize,
+    /// Tokens held by this worker's connections (`--jwt-key`).
+    auth: entitlements::WorkerAuth,
 }
 
 impl BrokerWorker {
@@ -170,6 +179,7 @@ impl BrokerWorker {
             next_serial: 0,
             snapshot_turns: VecDeque::new(),
             snapshots_this_turn: 0,
+            auth: Default::default(),
         }
     }
 
@@ -225,7 +235,7 @@ impl Handler for BrokerWorker {
         body: &[u8],
     ) -> Route {
         if listener == PUBLIC {
-            self.public_route(req)
+            self.public_route(conn, req)
         } else {
             self.local_route(conn, req, body)
         }
@@ -238,6 +248,7 @@ impl Handler for BrokerWorker {
             self.set_client(conn, Some(Client::Publisher(StreamPublisher::new(serial))));
             return;
         }
+        self.adopt_upgrade_token(conn, out.now());
         self.open_subscriber(conn, req, out);
     }
 
@@ -260,6 +271,7 @@ impl Handler for BrokerWorker {
     }
 
     fn on_close(&mut self, conn: ConnId) {
+        self.auth.forget(conn);
         let client = self.clients.get_mut(conn.0).and_then(Option::take);
         match client {
             Some(Client::Subscriber(sub)) => {
@@ -275,6 +287,7 @@ impl Handler for BrokerWorker {
     }
 
     fn on_turn(&mut self, out: &mut Outbox<'_>) {
+        self.expire_tokens(out);
         if self.pending.has_work() {
             self.answer_pending(out);
         }
@@ -306,6 +319,10 @@ impl Handler for BrokerWorker {
     }
 
     fn next_deadline(&self) -> Option<std::time::Instant> {
-        self.pending.next_deadline()
+        let tokens = self.auth.next_expiry();
+        match (self.pending.next_deadline(), tokens) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }

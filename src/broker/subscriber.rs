@@ -146,11 +146,7 @@ impl BrokerWorker {
                 out.send_text(conn, &protocol::pong(id.as_deref()));
                 Ok(())
             }
-            protocol::Request::Auth { id, .. } => Err(ClientError::new(
-                ErrorCode::BadRequest,
-                "tokens are not configured on this server: subscribe without one",
-                id,
-            )),
+            protocol::Request::Auth { token, id } => self.authenticate(conn, &token, id, out),
         });
         if let Err(e) = result {
             self.send_error(conn, &e, out);
@@ -167,6 +163,8 @@ impl BrokerWorker {
     ) -> Result<(), ClientError> {
         let patterns = dedup(patterns);
         let id = check_patterns(&patterns, id)?;
+        // Entitlements (`--jwt-key`, entitlements.rs): every pattern granted, or none subscribed.
+        let id = self.check_entitled(conn, &patterns, id)?;
         let max = self.shared.config.max_subscriptions;
         let Some(sub) = self.subscriber(conn) else {
             return Ok(());
@@ -298,22 +296,29 @@ impl BrokerWorker {
     ) -> Result<(), ClientError> {
         let patterns = dedup(patterns);
         let id = check_patterns(&patterns, id)?;
-        if let Some(sub) = self.subscriber(conn) {
-            sub.patterns_changed += 1;
-            let removed: Vec<&String> = patterns
-                .iter()
-                .filter(|p| sub.patterns.remove(p.as_str()))
-                .collect();
-            for p in removed {
-                self.index.remove(p, conn);
-                self.shared.count_subscription(p, -1);
-            }
-        }
+        self.remove_patterns(conn, &patterns);
         out.send_text(
             conn,
             &protocol::ack("unsubscribed", &patterns, id.as_deref()),
         );
         Ok(())
+    }
+
+    /// Ends the connection's subscriptions to `patterns` (those it has): an unsubscribe, or a
+    /// refreshed token that no longer grants them. Snapshots still owed for them are not sent.
+    pub(super) fn remove_patterns(&mut self, conn: ConnId, patterns: &[String]) {
+        let Some(sub) = self.subscriber(conn) else {
+            return;
+        };
+        sub.patterns_changed += 1;
+        let removed: Vec<&String> = patterns
+            .iter()
+            .filter(|p| sub.patterns.remove(p.as_str()))
+            .collect();
+        for p in removed {
+            self.index.remove(p, conn);
+            self.shared.count_subscription(p, -1);
+        }
     }
 
     /// Queues one publication on every matching connection, once each.

@@ -1,7 +1,7 @@
 //! What the broker sends subscribers: `subscribed`/`unsubscribed` acks, pongs, errors, and the
 //! `msg` frames of publications, encoded once into a whole WebSocket frame.
 
-use super::ClientError;
+use super::{ClientError, ErrorCode};
 use crate::ws::frame::{encode_server_header, OpCode, MAX_SERVER_HEADER};
 
 /// `{"type":"subscribed"|"unsubscribed","topics":[...],"id":...}`
@@ -25,6 +25,23 @@ pub fn error(e: &ClientError) -> String {
         ),
         e.id.as_deref(),
     )
+}
+
+/// `{"type":"authenticated","sub":...,"exp":...,"id":...}`: the answer to a good `auth` op
+/// (`sub` is `null` when the token has none; `exp` in Unix seconds).
+pub fn authenticated(sub: Option<&str>, exp: u64, id: Option<&str>) -> String {
+    let sub = serde_json::to_string(&sub).unwrap_or_else(|_| "null".to_owned());
+    with_id(
+        format!("{{\"type\":\"authenticated\",\"sub\":{sub},\"exp\":{exp}"),
+        id,
+    )
+}
+
+/// `{"type":"unsubscribed","topics":[...],"reason":...}`: subscriptions the server ended itself
+/// (no `id`: it answers no request).
+pub fn ended(topics: &[String], reason: ErrorCode) -> String {
+    let topics = serde_json::to_string(topics).unwrap_or_else(|_| "[]".to_owned());
+    format!("{{\"type\":\"unsubscribed\",\"topics\":{topics},\"reason\":\"{reason}\"}}")
 }
 
 fn with_id(mut head: String, id: Option<&str>) -> String {
@@ -92,7 +109,6 @@ fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
 
 #[cfg(test)]
 mod tests {
-    use super::super::ErrorCode;
     use super::*;
     #[test]
     fn replies_are_json() {
@@ -111,6 +127,22 @@ mod tests {
         assert_eq!(v["code"], "invalid_topic");
         assert_eq!(v["message"], "topic level is empty: 'quotes//AAPL'");
         assert_eq!(v["id"], 1);
+    }
+
+    #[test]
+    fn entitlement_replies_are_json() {
+        assert_eq!(
+            authenticated(Some("al\"ice"), 1700000000, Some("3")),
+            r#"{"type":"authenticated","sub":"al\"ice","exp":1700000000,"id":3}"#
+        );
+        assert_eq!(
+            authenticated(None, 5, None),
+            r#"{"type":"authenticated","sub":null,"exp":5}"#
+        );
+        assert_eq!(
+            ended(&["quotes/#".to_owned()], ErrorCode::Forbidden),
+            r#"{"type":"unsubscribed","topics":["quotes/#"],"reason":"forbidden"}"#
+        );
     }
 
     #[test]
