@@ -175,6 +175,12 @@ impl Metrics {
             engine.abuse_closed,
         );
         one(
+            "tls_errors_total",
+            "counter",
+            "TLS connections ended by a TLS error (not TLS, a failed handshake, a bad record).",
+            engine.tls_errors,
+        );
+        one(
             "http_requests_total",
             "counter",
             "HTTP requests served (not upgrades), keep-alive ones included.",
