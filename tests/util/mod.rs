@@ -4,11 +4,14 @@
 //! - `broker`: a broker on free ports, JSON subscribers, a small HTTP client, metrics.
 //! - `redis`: a real redis-server on a free port.
 //! - `child`: the `tickwire` binary as a child process, its banner, its fds and memory.
+//! - `auth`: token keys and minted JWTs; `tls`: a test CA, server certificates, TLS clients.
 #![allow(dead_code)]
 
+pub mod auth;
 pub mod broker;
 pub mod child;
 pub mod redis;
+pub mod tls;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
