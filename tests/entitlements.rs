@@ -580,3 +580,70 @@ fn reloading_the_key_checks_new_tokens_with_it() {
     );
     Sub::connect(&broker, &format!("?token={new}")).subscribe(&["a/4"]);
 }
+
+/// The README's walk-through: `examples/mint_token.rs` mints a token `--jwt-key` accepts (cargo
+/// builds the examples before it runs the tests).
+#[test]
+fn the_mint_token_example_makes_tokens_the_broker_takes() {
+    let exe = std::env::current_exe().unwrap();
+    let example = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("examples/mint_token"))
+        .expect("target/<profile>/examples");
+    if !example.exists() {
+        // Run alone (`--test entitlements`), cargo did not build the examples: build this one.
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let release = exe.to_string_lossy().contains("/release/");
+        let mut build = std::process::Command::new(cargo);
+        build.args(["build", "--quiet", "--example", "mint_token"]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo runs");
+        assert!(status.success() && example.exists(), "cannot build the example");
+    }
+    let keys = KeyDir::new("mint");
+    let secret = keys.secret();
+    let (rsa_private, rsa_public) = keys.rsa();
+    let rsa_private = keys.file("rsa-private.pem", &rsa_private);
+    for (sign_with, check_with) in [(&secret, &secret), (&rsa_private, &rsa_public)] {
+        let out = std::process::Command::new(&example)
+            .args([
+                "--key",
+                sign_with,
+                "--sub",
+                "alice",
+                "--topics",
+                "quotes/#,fx/+",
+                "--ttl",
+                "600",
+            ])
+            .output()
+            .expect("mint_token runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let broker = start(|c| c.jwt_key = Some(check_with.clone()));
+        let mut sub = Sub::connect(&broker, "");
+        let ok = auth_op(&mut sub, &token, 1);
+        assert_eq!(
+            (&ok["type"], &ok["sub"]),
+            (&json!("authenticated"), &json!("alice"))
+        );
+        sub.subscribe(&["quotes/+", "fx/EURUSD"]);
+        assert_eq!(error_code(&subscribe(&mut sub, &["#"], 2)), "forbidden");
+    }
+    let out = std::process::Command::new(&example)
+        .args(["--key", &secret])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--topics is required"));
+}
