@@ -604,7 +604,10 @@ fn the_mint_token_example_makes_tokens_the_broker_takes() {
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("cargo runs");
-        assert!(status.success() && example.exists(), "cannot build the example");
+        assert!(
+            status.success() && example.exists(),
+            "cannot build the example"
+        );
     }
     let keys = KeyDir::new("mint");
     let secret = keys.secret();
@@ -646,4 +649,36 @@ fn the_mint_token_example_makes_tokens_the_broker_takes() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--topics is required"));
+}
+
+#[test]
+fn a_subscriber_without_a_token_is_closed_after_the_handshake_timeout() {
+    let keys = KeyDir::new("no-token");
+    let key = keys.secret();
+    let broker = start(|c| {
+        c.jwt_key = Some(key);
+        c.handshake_timeout = Duration::from_secs(1);
+    });
+    let started = Instant::now();
+    let mut idle = Sub::connect(&broker, "");
+    let mut late = Sub::connect(&broker, "");
+    std::thread::sleep(Duration::from_millis(300));
+    let token = hs256(&claims("mia", &["quotes/#"], 600));
+    assert_eq!(auth_op(&mut late, &token, 1)["type"], "authenticated");
+    let (code, reason) = close_of(&mut idle, Duration::from_secs(4));
+    assert_eq!((code, reason.as_str()), (1008, "no token"));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    // The one that authenticated in time stays.
+    std::thread::sleep(Duration::from_millis(1200));
+    late.subscribe(&["quotes/A"]);
+    assert_eq!(metric(&broker, "tickwire_no_token_closed_total"), 1);
+    // Without a key, nobody is waited for.
+    let open = start(|c| c.handshake_timeout = Duration::from_millis(200));
+    let mut sub = Sub::connect(&open, "");
+    std::thread::sleep(Duration::from_millis(600));
+    sub.subscribe(&["quotes/A"]);
 }

@@ -499,6 +499,8 @@ pub(crate) struct AuthMetrics {
     refused: [AtomicU64; Refusal::ALL.len()],
     /// Connections closed with 1008 "token expired".
     pub expired_closed: AtomicU64,
+    /// Connections closed with 1008 "no token": none sent within the handshake timeout.
+    pub no_token_closed: AtomicU64,
     /// Subscriptions ended by a refresh whose grants no longer covered them.
     pub narrowed: AtomicU64,
 }
@@ -538,6 +540,12 @@ impl AuthMetrics {
             "# HELP tickwire_token_expired_closed_total Connections closed with 1008 when their token expired.\n\
              # TYPE tickwire_token_expired_closed_total counter\ntickwire_token_expired_closed_total {}",
             get(&self.expired_closed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tickwire_no_token_closed_total Connections closed with 1008 for sending no token within the handshake timeout.\n\
+             # TYPE tickwire_no_token_closed_total counter\ntickwire_no_token_closed_total {}",
+            get(&self.no_token_closed)
         );
         let _ = writeln!(
             out,

@@ -5,6 +5,8 @@
 //! refused token leaves the old grants), the check at the top of each subscribe
 //! (`unauthorized`, `forbidden`, `token_expired`), and closing with 1008 "token expired" when a
 //! token runs out (a deadline queue ordered by expiry: the loop looks at its first entry only).
+//! A subscriber that opened without a token has the handshake timeout to send one; then it is
+//! closed with 1008 "no token" (it could do nothing but hold a connection meanwhile).
 //!
 //! Without a key nothing here runs: every check passes and `auth` is answered "not configured".
 
@@ -21,7 +23,8 @@ use crate::server::{CloseCode, ConnId, Outbox, Request, Response};
 /// A worker's tokens.
 #[derive(Debug, Default)]
 pub(crate) struct WorkerAuth {
-    /// The connections holding a token, with its grants and when it runs out.
+    /// The subscribers (with `--jwt-key`), with their token's grants and when it runs out, or
+    /// none yet and until when one may come.
     held: HashMap<ConnId, Held>,
     /// (deadline, connection), earliest first: one entry per connection in `held`.
     expiries: BTreeSet<(Instant, ConnId)>,
@@ -31,7 +34,9 @@ pub(crate) struct WorkerAuth {
 
 #[derive(Debug)]
 struct Held {
-    entitlement: Entitlement,
+    /// `None` until a token is accepted.
+    entitlement: Option<Entitlement>,
+    /// When the token runs out, or when waiting for one ends.
     deadline: Instant,
 }
 
@@ -48,7 +53,7 @@ impl WorkerAuth {
         self.expiries.first().map(|&(t, _)| t)
     }
 
-    fn hold(&mut self, conn: ConnId, entitlement: Entitlement, deadline: Instant) {
+    fn hold(&mut self, conn: ConnId, entitlement: Option<Entitlement>, deadline: Instant) {
         self.forget(conn);
         self.expiries.insert((deadline, conn));
         self.held.insert(
@@ -138,16 +143,21 @@ impl BrokerWorker {
         }
     }
 
-    /// The upgrade went through: the connection holds the token checked on its request.
+    /// A subscriber opened: it holds the token checked on its upgrade request, or has the
+    /// handshake timeout to send one.
     pub(super) fn adopt_upgrade_token(&mut self, conn: ConnId, now: Instant) {
-        let Some((for_conn, e)) = self.auth.upgrade.take() else {
-            return;
-        };
+        let upgrade = self.auth.upgrade.take();
         let Some(v) = self.verifier() else { return };
-        if for_conn == conn {
-            self.log_accepted(conn, &e, "upgrade");
-            let deadline = self.deadline_of(&e, v.leeway(), now);
-            self.auth.hold(conn, e, deadline);
+        match upgrade {
+            Some((for_conn, e)) if for_conn == conn => {
+                self.log_accepted(conn, &e, "upgrade");
+                let deadline = self.deadline_of(&e, v.leeway(), now);
+                self.auth.hold(conn, Some(e), deadline);
+            }
+            _ => {
+                let wait = self.shared.config.handshake_timeout;
+                self.auth.hold(conn, None, now + wait);
+            }
         }
     }
 
@@ -173,7 +183,12 @@ impl BrokerWorker {
         if self.shared.verifier.read().is_none() {
             return Ok(id);
         }
-        let Some(held) = self.auth.held.get(&conn) else {
+        let Some(entitlement) = self
+            .auth
+            .held
+            .get(&conn)
+            .and_then(|h| h.entitlement.as_ref())
+        else {
             return Err(ClientError::new(
                 ErrorCode::Unauthorized,
                 "this server needs a token before a subscribe: send {\"op\":\"auth\",\"token\":..} \
@@ -181,7 +196,12 @@ impl BrokerWorker {
                 id,
             ));
         };
-        if Instant::now() >= held.deadline {
+        let expired = self
+            .auth
+            .held
+            .get(&conn)
+            .is_some_and(|h| Instant::now() >= h.deadline);
+        if expired {
             return Err(ClientError::new(
                 ErrorCode::TokenExpired,
                 "the token has expired: send a new one with the auth op",
@@ -189,7 +209,7 @@ impl BrokerWorker {
             ));
         }
         for p in patterns {
-            if let Some(example) = held.entitlement.grants.uncovered(p) {
+            if let Some(example) = entitlement.grants.uncovered(p) {
                 return Err(ClientError::new(
                     ErrorCode::Forbidden,
                     format!(
@@ -250,7 +270,7 @@ impl BrokerWorker {
         };
         let reply = protocol::authenticated(e.sub.as_deref(), e.exp, id.as_deref());
         let deadline = self.deadline_of(&e, v.leeway(), out.now());
-        self.auth.hold(conn, e, deadline);
+        self.auth.hold(conn, Some(e), deadline);
         if !ended.is_empty() {
             ended.sort();
             self.remove_patterns(conn, &ended);
@@ -272,28 +292,37 @@ impl BrokerWorker {
         Ok(())
     }
 
-    /// Closes, with 1008 "token expired", every connection whose token ran out by `now`.
+    /// Closes with 1008 every connection whose token ran out by `now` ("token expired"), or
+    /// that sent none in time ("no token").
     pub(super) fn expire_tokens(&mut self, out: &mut Outbox<'_>) {
         let now = out.now();
         while let Some(&(deadline, conn)) = self.auth.expiries.first() {
             if deadline > now {
                 break;
             }
+            let had_token = self
+                .auth
+                .held
+                .get(&conn)
+                .is_some_and(|h| h.entitlement.is_some());
             self.auth.forget(conn);
-            if out.is_open(conn) {
-                self.shared
-                    .hub
-                    .metrics
-                    .auth
-                    .expired_closed
-                    .fetch_add(1, Ordering::Relaxed);
-                log::debug!(
-                    "worker {} connection {}: token expired: closing with 1008",
-                    self.worker,
-                    conn.0
-                );
-                out.close(conn, CloseCode::POLICY, "token expired");
+            if !out.is_open(conn) {
+                continue;
             }
+            let metrics = &self.shared.hub.metrics.auth;
+            let reason = if had_token {
+                metrics.expired_closed.fetch_add(1, Ordering::Relaxed);
+                "token expired"
+            } else {
+                metrics.no_token_closed.fetch_add(1, Ordering::Relaxed);
+                "no token"
+            };
+            log::debug!(
+                "worker {} connection {}: {reason}: closing with 1008",
+                self.worker,
+                conn.0
+            );
+            out.close(conn, CloseCode::POLICY, reason);
         }
     }
 }

@@ -27,7 +27,7 @@ function startBroker(listen = "127.0.0.1:0", localListen = "127.0.0.1:0") {
     child.on("exit", (code) => reject(new Error(`tickwire exited with ${code}: ${out}`)));
     child.stdout.on("data", (chunk) => {
       out += chunk;
-      const pub = out.match(/subscribe:\s+ws:\/\/([^/\s]+)\/ws/);
+      const pub = out.match(/subscribe:\s+wss?:\/\/([^/\s]+)\/ws/);
       const loc = out.match(/publish:\s+http:\/\/([^/\s]+)\/publish/);
       if (pub && loc) {
         clearTimeout(timer);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The quote board end to end in Debian's headless Chromium. Installs chromium (Debian's package,
 # never a downloaded browser) and playwright-core (npm, pinned in package-lock.json) if missing,
-# builds the release binary, and runs board.test.mjs. UPDATE_SCREENSHOT=1 refreshes docs/board.png.
+# builds the release binary, and runs board.test.mjs (plain HTTP) and tls.test.mjs (https://,
+# wss:// and a token; needs openssl). UPDATE_SCREENSHOT=1 refreshes docs/board.png.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -15,4 +16,4 @@ if [ ! -d "$here/node_modules/playwright-core" ]; then
 fi
 cargo build --release --quiet --bin tickwire --manifest-path "$root/Cargo.toml"
 cd "$here"
-timeout 300 node --test --test-reporter=spec board.test.mjs
+timeout 300 node --test --test-reporter=spec board.test.mjs tls.test.mjs
