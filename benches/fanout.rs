@@ -23,7 +23,11 @@
 //!   pre-encoded frames with no WebSocket work: the most any broker could reach here;
 //! - with `--redis` instead of the peers, `tw-redis`: two tickwire nodes sharing one feed
 //!   through a redis-server started for the run, subscribers spread over both (CPU and RSS are
-//!   the sum of the three processes).
+//!   the sum of the three processes);
+//! - with `--tls` instead of the peers, `tickwire-tls`: the same binary with `--tls-cert` and
+//!   `--tls-key` (a P-256 certificate made for the run with rcgen), the subscribers speaking
+//!   wss:// through a rustls client on the generator's mio thread (the publisher stays on the
+//!   plain local listener), against plain `tickwire`: the cost of TLS per delivery.
 //!
 //! By default the server runs on core 0 and the generator on core 1 (taskset), so each has a
 //! core of its own; `--both-cores` leaves both unpinned (tickwire then runs two workers).
@@ -49,6 +53,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
+use rustls::{ClientConfig, ClientConnection};
 use tickwire::ws::frame::{encode_client_frame, encode_server_frame, OpCode};
 
 // ---------------------------------------------------------------------------------------------
@@ -163,6 +168,8 @@ enum Kind {
     Ceiling,
     /// Two tickwire nodes sharing one feed through redis-server (`--redis`).
     Cluster,
+    /// tickwire with TLS on the public listener, subscribers over wss:// (`--tls`).
+    TickwireTls,
 }
 
 impl Kind {
@@ -176,6 +183,7 @@ impl Kind {
             Kind::UwsCork => "uws-cork",
             Kind::Ceiling => "ceiling",
             Kind::Cluster => "tw-redis",
+            Kind::TickwireTls => "tickwire-tls",
         }
     }
 
@@ -201,6 +209,8 @@ struct Server {
     /// Where subscribers connect (spread evenly), and where the publisher connects.
     subscribe_addrs: Vec<SocketAddr>,
     publish_addr: SocketAddr,
+    /// The client side of TLS, when subscribers speak wss://.
+    tls: Option<Arc<ClientConfig>>,
 }
 
 impl Server {
@@ -208,6 +218,12 @@ impl Server {
         let own = || Command::new(std::env::current_exe().expect("own path"));
         let cmd = match kind {
             Kind::Tickwire => tickwire_cmd(cores),
+            Kind::TickwireTls => {
+                let mut c = tickwire_cmd(cores);
+                let pki = bench_tls();
+                c.args(["--tls-cert", &pki.cert, "--tls-key", &pki.key]);
+                c
+            }
             Kind::Cluster => return start_cluster(cores),
             Kind::Ceiling => {
                 let mut c = own();
@@ -241,6 +257,7 @@ impl Server {
             children: vec![child],
             subscribe_addrs: vec![sub],
             publish_addr,
+            tls: (kind == Kind::TickwireTls).then(|| bench_tls().client.clone()),
         }
     }
 
@@ -271,7 +288,7 @@ fn spawn_server(mut cmd: Command, kind: Kind, cores: Cores) -> (Child, SocketAdd
     let mut out = child.stdout.take().expect("stdout");
     // tickwire's banner says "subscribe:    ws://..."; the peers print "subscribe ADDR".
     let keys = match kind {
-        Kind::Tickwire | Kind::Cluster => ("subscribe:", "publish:"),
+        Kind::Tickwire | Kind::TickwireTls | Kind::Cluster => ("subscribe:", "publish:"),
         _ => ("subscribe", "publish"),
     };
     match read_banner(&mut out, keys) {
@@ -297,6 +314,7 @@ fn read_banner(
         let rest = &text[text.find(key)? + key.len()..];
         let rest = rest
             .trim_start()
+            .trim_start_matches("wss://")
             .trim_start_matches("ws://")
             .trim_start_matches("http://");
         rest.split(['/', ' ', '\n']).next()?.parse().ok()
@@ -355,7 +373,49 @@ fn start_cluster(cores: Cores) -> Server {
         children,
         subscribe_addrs,
         publish_addr: publish_addr.expect("two nodes"),
+        tls: None,
     }
+}
+
+/// The run's TLS material: a CA, a P-256 certificate for `localhost` signed by it (files for the
+/// server), and a rustls client configuration trusting the CA (for the generator).
+struct BenchTls {
+    cert: String,
+    key: String,
+    client: Arc<ClientConfig>,
+}
+
+fn bench_tls() -> &'static BenchTls {
+    static TLS: std::sync::OnceLock<BenchTls> = std::sync::OnceLock::new();
+    TLS.get_or_init(|| {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let dir = std::env::temp_dir().join(format!("tickwire-bench-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("key")).expect("CA");
+        let key = KeyPair::generate().expect("key");
+        let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+            .expect("params")
+            .signed_by(&key, &ca)
+            .expect("certificate");
+        let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert_path, leaf.pem()).expect("write cert");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone()).expect("root");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        BenchTls {
+            cert: cert_path.to_string_lossy().into_owned(),
+            key: key_path.to_string_lossy().into_owned(),
+            client: Arc::new(client),
+        }
+    })
 }
 
 impl Drop for Server {
@@ -738,11 +798,33 @@ mod tokio_peer {
 
 struct Sub {
     s: TcpStream,
+    /// The TLS session over `s`, for wss://.
+    tls: Option<Box<ClientConnection>>,
     /// Handshake done (101 read).
     ready: bool,
     inbuf: Vec<u8>,
     /// Last seq per topic index.
     last: Vec<u64>,
+}
+
+/// What arrived on `sub`, as plaintext: TLS records are decrypted here, and whatever the session
+/// wants to send (its handshake, the upgrade request it held until then) is sent.
+fn read_plain(sub: &mut Sub, buf: &mut [u8]) -> io::Result<usize> {
+    let Some(tls) = sub.tls.as_mut() else {
+        return sub.s.read(buf);
+    };
+    loop {
+        match tls.reader().read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            other => return other,
+        }
+        if tls.read_tls(&mut sub.s)? == 0 {
+            return Ok(0);
+        }
+        tls.process_new_packets()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        while tls.wants_write() && tls.write_tls(&mut sub.s).is_ok() {}
+    }
 }
 
 #[derive(Default, Debug)]
@@ -811,7 +893,19 @@ fn connect_all(
             } else {
                 format!("SUB {}\n", names.join(","))
             };
-            std.write_all(hello.as_bytes()).expect("hello");
+            let tls = server.tls.as_ref().map(|config| {
+                let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+                let mut tls = ClientConnection::new(config.clone(), name).expect("TLS session");
+                // Held by rustls until the handshake is done, then sent.
+                tls.writer().write_all(hello.as_bytes()).expect("hello");
+                while tls.wants_write() {
+                    tls.write_tls(&mut std).expect("ClientHello");
+                }
+                Box::new(tls)
+            });
+            if tls.is_none() {
+                std.write_all(hello.as_bytes()).expect("hello");
+            }
             std.set_nonblocking(true).expect("nonblocking");
             let mut s = TcpStream::from_std(std);
             let e = subs.vacant_entry();
@@ -820,6 +914,7 @@ fn connect_all(
                 .expect("register");
             e.insert(Sub {
                 s,
+                tls,
                 ready: false,
                 inbuf: Vec::new(),
                 last: vec![0; sc.topics],
@@ -846,7 +941,7 @@ fn connect_all(
 fn drain(sub: &mut Sub, buf: &mut [u8], tally: &mut Tally, epoch: Instant) {
     let now_us = epoch.elapsed().as_micros() as u64;
     loop {
-        let n = match sub.s.read(buf) {
+        let n = match read_plain(sub, buf) {
             Ok(0) => return,
             Ok(n) => n,
             Err(_) => return,
@@ -1245,6 +1340,7 @@ fn print_ratios(rows: &[Row]) {
             Kind::UwsCork,
             Kind::Ceiling,
             Kind::Cluster,
+            Kind::TickwireTls,
         ] {
             let Some(p) = of(peer) else { continue };
             let (a, b) = if sc == "S4" {
@@ -1332,7 +1428,10 @@ fn main() {
         Cores::Pinned
     };
     let _ = rlimit::increase_nofile_limit(65536);
-    let kinds = if flag("--redis") {
+    let kinds = if flag("--tls") {
+        // Plain against TLS on the public listener: the cost of TLS per delivery.
+        vec![Kind::Tickwire, Kind::TickwireTls]
+    } else if flag("--redis") {
         // One node against two nodes sharing the feed through Redis.
         if Command::new("redis-server")
             .arg("--version")
