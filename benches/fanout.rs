@@ -802,6 +802,8 @@ struct Sub {
     tls: Option<Box<ClientConnection>>,
     /// Handshake done (101 read).
     ready: bool,
+    /// The server closed it (before the handshake: refused at its connection limit).
+    closed: bool,
     inbuf: Vec<u8>,
     /// Last seq per topic index.
     last: Vec<u64>,
@@ -847,14 +849,15 @@ fn topic_name(i: usize) -> String {
 /// the server's handshakes rather than its listen backlog overflowing (SYN retries take 1 s).
 const CONNECTING: usize = 128;
 
-/// Opens every subscriber and waits until each handshake is answered. Returns the
-/// subscribers, how many subscribe to each topic, and the set-up time.
+/// Opens every subscriber and waits until each handshake is answered (or the connection is
+/// closed first: refused at the server's connection limit). Returns the subscribers, how many
+/// subscribe to each topic, the set-up time, and how many were refused.
 fn connect_all(
     server: &Server,
     sc: &Scenario,
     poll: &mut Poll,
     epoch: Instant,
-) -> (slab::Slab<Sub>, Vec<u64>, Duration) {
+) -> (slab::Slab<Sub>, Vec<u64>, Duration, usize) {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(120);
     let mut subs = slab::Slab::with_capacity(sc.subscribers);
@@ -864,6 +867,7 @@ fn connect_all(
     let mut ignored = Tally::default();
     let mut waiting = 0;
     let mut opened = 0;
+    let mut refused = 0;
     while opened < sc.subscribers || waiting > 0 {
         assert!(
             Instant::now() < deadline,
@@ -916,6 +920,7 @@ fn connect_all(
                 s,
                 tls,
                 ready: false,
+                closed: false,
                 inbuf: Vec::new(),
                 last: vec![0; sc.topics],
             });
@@ -925,15 +930,18 @@ fn connect_all(
             .expect("poll");
         for ev in events.iter() {
             if let Some(s) = subs.get_mut(ev.token().0) {
-                let was = s.ready;
+                let (was, was_closed) = (s.ready, s.closed);
                 drain(s, &mut buf, &mut ignored, epoch);
                 if s.ready && !was {
                     waiting -= 1;
+                } else if s.closed && !was_closed && !s.ready {
+                    waiting -= 1;
+                    refused += 1;
                 }
             }
         }
     }
-    (subs, per_topic, started.elapsed())
+    (subs, per_topic, started.elapsed(), refused)
 }
 
 /// Reads and checks everything that arrived on `sub`. Frames are parsed straight from the read
@@ -942,9 +950,15 @@ fn drain(sub: &mut Sub, buf: &mut [u8], tally: &mut Tally, epoch: Instant) {
     let now_us = epoch.elapsed().as_micros() as u64;
     loop {
         let n = match read_plain(sub, buf) {
-            Ok(0) => return,
+            Ok(0) => {
+                sub.closed = true;
+                return;
+            }
             Ok(n) => n,
-            Err(_) => return,
+            Err(e) => {
+                sub.closed |= e.kind() != io::ErrorKind::WouldBlock;
+                return;
+            }
         };
         if sub.ready && sub.inbuf.is_empty() {
             let used = check_frames(&buf[..n], &mut sub.last, tally, now_us);
@@ -1140,6 +1154,8 @@ struct Row {
     /// With `--syscalls`: the server's write, writev, sendto and sendmsg calls over the publishing
     /// window, per delivery.
     writes_per_delivery: Option<f64>,
+    /// Connections the server closed before their handshake (its connection limit).
+    refused: usize,
 }
 
 /// The system calls that put bytes on a socket (every server here uses one of them).
@@ -1196,7 +1212,7 @@ fn run(kind: Kind, sc: Scenario, cores: Cores, syscalls: bool) -> Row {
     let mut poll = Poll::new().expect("poll");
     thread::sleep(Duration::from_millis(200));
     let (rss_before, epoch) = (server.usage().1, Instant::now());
-    let (mut subs, per_topic, setup) = connect_all(&server, &sc, &mut poll, epoch);
+    let (mut subs, per_topic, setup, refused) = connect_all(&server, &sc, &mut poll, epoch);
     let setup_per_sec = sc.subscribers as f64 / setup.as_secs_f64();
     thread::sleep(Duration::from_millis(300));
     let rss_after = server.usage().1;
@@ -1218,7 +1234,8 @@ fn run(kind: Kind, sc: Scenario, cores: Cores, syscalls: bool) -> Row {
         losses: 0,
         order_violations: 0,
         rss_per_conn: (rss_after.saturating_sub(rss_before) as f64 * 1024.0)
-            / sc.subscribers as f64,
+            / (sc.subscribers - refused).max(1) as f64,
+        refused,
         writes_per_delivery: None,
     };
     if sc.idle {
@@ -1516,10 +1533,18 @@ fn main() {
             let row = run(kind, sc, cores, syscalls);
             if sc.idle {
                 println!(
-                    "  {:<10} {:>6.0} connections/s set up, {:.0} B RSS/conn",
+                    "  {:<10} {:>6.0} connections/s set up, {:.0} B RSS/conn{}",
                     kind.name(),
                     row.setup_per_sec,
-                    row.rss_per_conn
+                    row.rss_per_conn,
+                    if row.refused > 0 {
+                        format!(
+                            " ({} refused at the server's connection limit)",
+                            row.refused
+                        )
+                    } else {
+                        String::new()
+                    }
                 );
                 rows.push(row);
                 continue;
