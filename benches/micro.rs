@@ -326,27 +326,35 @@ fn tls_write(c: &mut Criterion) {
         let gathered: Vec<u8> = frame.repeat(frames);
         g.throughput(Throughput::Elements(frames as u64));
         let mut sink = Vec::with_capacity(128 * 1024);
-        g.bench_with_input(BenchmarkId::new("plain_copy", frames), &gathered, |b, bytes| {
-            b.iter(|| {
-                sink.clear();
-                sink.extend_from_slice(black_box(bytes));
-                black_box(sink.len())
-            })
-        });
-        g.bench_with_input(BenchmarkId::new("tls_encrypt", frames), &gathered, |b, bytes| {
-            b.iter(|| {
-                sink.clear();
-                let mut left = &bytes[..];
-                while !left.is_empty() {
-                    let n = server.writer().write(left).expect("plaintext in");
-                    left = &left[n..];
-                    while server.wants_write() {
-                        server.write_tls(&mut sink).expect("records out");
+        g.bench_with_input(
+            BenchmarkId::new("plain_copy", frames),
+            &gathered,
+            |b, bytes| {
+                b.iter(|| {
+                    sink.clear();
+                    sink.extend_from_slice(black_box(bytes));
+                    black_box(sink.len())
+                })
+            },
+        );
+        g.bench_with_input(
+            BenchmarkId::new("tls_encrypt", frames),
+            &gathered,
+            |b, bytes| {
+                b.iter(|| {
+                    sink.clear();
+                    let mut left = &bytes[..];
+                    while !left.is_empty() {
+                        let n = server.writer().write(left).expect("plaintext in");
+                        left = &left[n..];
+                        while server.wants_write() {
+                            server.write_tls(&mut sink).expect("records out");
+                        }
                     }
-                }
-                black_box(sink.len())
-            })
-        });
+                    black_box(sink.len())
+                })
+            },
+        );
     }
     g.finish();
 }

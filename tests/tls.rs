@@ -361,3 +361,31 @@ fn bad_certificate_files_stop_the_start_with_a_reason() {
     let err = try_start(&pki.cert(), &pki.cert());
     assert!(err.contains("no PEM private key"), "{err}");
 }
+
+#[test]
+fn an_oversized_handshake_is_cut_off() {
+    let pki = Pki::new("bighello");
+    let broker = tls_broker(&pki);
+    let mut s = util::raw(broker.public_addr());
+    // A ClientHello claiming 60 KB, of which 40 KB are sent: rustls alone would buffer it and
+    // wait for the rest (until the 10 s handshake timeout); tickwire stops at 16 KiB and closes.
+    let mut bytes = Vec::new();
+    let mut body = vec![0x01, 0x00, 0xf0, 0x00];
+    body.resize(40 * 1024, 0x42);
+    for chunk in body.chunks(16 * 1024) {
+        bytes.extend_from_slice(&[0x16, 0x03, 0x01]);
+        bytes.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+        bytes.extend_from_slice(chunk);
+    }
+    let started = Instant::now();
+    // The server may close while this is still being written.
+    let _ = std::io::Write::write_all(&mut s, &bytes);
+    let (_, closed) = read_until_closed(&mut s);
+    assert!(closed, "an oversized handshake was not cut off");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(metric(&broker, "tickwire_tls_errors_total") >= 1);
+}

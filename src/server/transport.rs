@@ -8,12 +8,19 @@
 //! write's worth of records the socket has not taken (a write is refused with `WouldBlock`
 //! until they are out), so a client that stops reading costs a bounded amount here, and the
 //! outbound queue's limits and stall detection see the same backpressure as over plain TCP.
+//! Before the handshake is done a client may send at most [`MAX_HANDSHAKE_BYTES`] (rustls alone
+//! would buffer a handshake message of up to 64 KiB), so a half-open connection costs a few KiB
+//! however it is crafted.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 
 use mio::net::TcpStream;
 use rustls::ServerConnection;
+
+/// What a client may send before its handshake is done. A ClientHello is 200 bytes to 2 KiB
+/// (post-quantum key shares included); the rest of a client's handshake is smaller still.
+pub(crate) const MAX_HANDSHAKE_BYTES: usize = 16 * 1024;
 
 /// A connection's socket, as the layers above see it.
 #[derive(Debug)]
@@ -29,6 +36,8 @@ pub(crate) struct Tls {
     session: ServerConnection,
     /// The socket said end-of-file: nothing more will come.
     eof: bool,
+    /// Bytes read while the handshake was not done.
+    handshake_read: usize,
 }
 
 impl Transport {
@@ -37,6 +46,7 @@ impl Transport {
             sock,
             session,
             eof: false,
+            handshake_read: 0,
         }))
     }
 
@@ -116,6 +126,15 @@ impl Read for Transport {
             }
             match t.session.read_tls(&mut t.sock) {
                 Ok(0) => t.eof = true,
+                Ok(n) if t.session.is_handshaking() => {
+                    t.handshake_read += n;
+                    if t.handshake_read > MAX_HANDSHAKE_BYTES {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "TLS handshake larger than 16 KiB",
+                        ));
+                    }
+                }
                 Ok(_) => {}
                 Err(e) => return Err(e),
             }
