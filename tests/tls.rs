@@ -379,43 +379,15 @@ fn an_oversized_handshake_is_cut_off() {
     }
     let started = Instant::now();
     // The server may close while this is still being written.
-    let _ = std::io::Write::write_all(&mut s, &bytes);
-    let (_, closed) = read_until_closed(&mut s);
-    assert!(closed, "an oversized handshake was not cut off");
+    let written = std::io::Write::write_all(&mut s, &bytes);
+    let mut buf = [0u8; 256];
+    let read = std::io::Read::read(&mut s, &mut buf);
+    let took = started.elapsed();
+    let closed = matches!(read, Ok(0))
+        || matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset);
     assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
+        closed && took < Duration::from_secs(2),
+        "an oversized handshake was not cut off: write {written:?}, read {read:?} after {took:?}"
     );
     assert!(metric(&broker, "tickwire_tls_errors_total") >= 1);
-}
-
-#[test]
-fn zz_repeat_experiment() {
-    let pki = Pki::new("repeat");
-    let broker = tls_broker(&pki);
-    let mut worst = Duration::ZERO;
-    for round in 0..300 {
-        let mut s = util::raw(broker.public_addr());
-        let mut bytes = Vec::new();
-        let mut body = vec![0x01, 0x00, 0xf0, 0x00];
-        body.resize(40 * 1024, 0x42);
-        for chunk in body.chunks(16 * 1024) {
-            bytes.extend_from_slice(&[0x16, 0x03, 0x01]);
-            bytes.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
-            bytes.extend_from_slice(chunk);
-        }
-        let started = Instant::now();
-        let w = std::io::Write::write_all(&mut s, &bytes);
-        let mut buf = [0u8; 100];
-        let r = std::io::Read::read(&mut s, &mut buf);
-        let took = started.elapsed();
-        worst = worst.max(took);
-        if !matches!(r, Ok(0))
-            && !matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
-        {
-            panic!("round {round}: write {w:?}, read {r:?} after {took:?}");
-        }
-    }
-    eprintln!("worst {worst:?}");
 }
