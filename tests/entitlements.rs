@@ -682,3 +682,17 @@ fn a_subscriber_without_a_token_is_closed_after_the_handshake_timeout() {
     std::thread::sleep(Duration::from_millis(600));
     sub.subscribe(&["quotes/A"]);
 }
+
+#[test]
+fn a_token_expiring_in_a_million_years_is_fine() {
+    let keys = KeyDir::new("far");
+    let broker = with_key(&keys);
+    let far = hs256(&json!({"sub": "n", "topics": ["a"], "exp": 999_999_999_999_999u64}));
+    let mut sub = Sub::connect(&broker, &format!("?token={far}"));
+    sub.subscribe(&["a"]);
+    assert_eq!(auth_op(&mut sub, &far, 2)["exp"], 999_999_999_999_999u64);
+    // Past NumericDate's range: refused, not a panic.
+    let e = auth_op(&mut sub, &hs256(&json!({"topics": ["a"], "exp": 1e300})), 3);
+    assert_eq!(error_code(&e), "unauthorized");
+    sub.sync();
+}

@@ -96,7 +96,9 @@ impl BrokerWorker {
     /// The instant a token stops being valid here: its `exp` plus the leeway, on the loop's
     /// clock.
     fn deadline_of(&self, e: &Entitlement, leeway: u64, now: Instant) -> Instant {
-        let left = (e.exp + leeway) as f64 - unix_now();
+        // A century at most: an `exp` millions of years away must not overflow the clock.
+        const CENTURY: f64 = 100.0 * 365.25 * 86_400.0;
+        let left = ((e.exp + leeway) as f64 - unix_now()).min(CENTURY);
         now + Duration::try_from_secs_f64(left).unwrap_or(Duration::ZERO)
     }
 
