@@ -26,10 +26,11 @@
 //!   UTF-8 validation and close codes, all pure functions and state machines over byte slices.
 //! - [`server`]: the mio event loop workers that own the sockets: accepting, reading, HTTP
 //!   keep-alive and upgrades, writing many frames per call, conflation, the closing handshake,
-//!   timeouts and pings. It calls an application through the [`server::Handler`] trait and knows
-//!   nothing of topics.
-//! - [`broker`]: topics, subscriptions, the last-value cache, the publish queue, fan-out and the
-//!   local publish API: the application the server runs.
+//!   timeouts and pings, and TLS under any of it. It calls an application through the
+//!   [`server::Handler`] trait and knows nothing of topics.
+//! - [`broker`]: topics, subscriptions, the last-value cache, the publish queue, fan-out, the
+//!   local publish API and entitlements (tokens, grants, expiry): the application the server
+//!   runs.
 //! - `cluster` (feature `redis`): several nodes sharing one feed through Redis (`--redis URL`):
 //!   publications sequenced by a Lua script in Redis, a pattern subscription feeding the local
 //!   queues, last values kept in Redis, reconnection with backoff.

@@ -127,6 +127,20 @@ struct Claims {
     sub: Option<String>,
     #[serde(default)]
     topics: Option<Vec<String>>,
+    /// Read for their type and presence; `jsonwebtoken` compares their values.
+    #[serde(default)]
+    aud: Option<Audience>,
+    #[serde(default)]
+    iss: Option<String>,
+}
+
+/// RFC 7519's `aud`: one string or an array of them.
+#[derive(Deserialize)]
+#[serde(untagged)]
+#[allow(dead_code)] // only its shape is checked here
+enum Audience {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// RFC 7519's NumericDate: seconds since the epoch, a JSON number (fractions allowed).
@@ -180,6 +194,9 @@ pub struct Verifier {
     kind: KeyKind,
     validation: Validation,
     leeway: u64,
+    /// `--jwt-audience` / `--jwt-issuer` set: the claim must be there.
+    audience_required: bool,
+    issuer_required: bool,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -228,21 +245,22 @@ impl Verifier {
         // exp and nbf are checked on our own typed claims, against the caller's clock.
         validation.validate_exp = false;
         validation.validate_nbf = false;
-        let mut required: Vec<&str> = Vec::new();
+        // Presence is checked on our own claims, in a fixed order (jsonwebtoken's required
+        // claims are a hash set: which missing one it names would vary from run to run).
+        validation.set_required_spec_claims::<&str>(&[]);
         if let Some(aud) = audience {
             validation.set_audience(&[aud]);
-            required.push("aud");
         }
         if let Some(iss) = issuer {
             validation.set_issuer(&[iss]);
-            required.push("iss");
         }
-        validation.set_required_spec_claims(&required);
         Ok(Verifier {
             key,
             kind,
             validation,
             leeway,
+            audience_required: audience.is_some(),
+            issuer_required: issuer.is_some(),
         })
     }
 
@@ -264,6 +282,18 @@ impl Verifier {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(refusal_of)?;
         let claims = data.claims;
+        if self.audience_required && claims.aud.is_none() {
+            return Err(TokenError::new(
+                Refusal::WrongAudience,
+                "the token has no audience (aud) claim",
+            ));
+        }
+        if self.issuer_required && claims.iss.is_none() {
+            return Err(TokenError::new(
+                Refusal::WrongIssuer,
+                "the token has no issuer (iss) claim",
+            ));
+        }
         let exp = claims.exp.0;
         if now > exp.saturating_add(self.leeway) {
             return Err(TokenError::new(
@@ -414,14 +444,6 @@ fn refusal_of(e: jsonwebtoken::errors::Error) -> TokenError {
         ErrorKind::InvalidIssuer => (
             Refusal::WrongIssuer,
             "the token is from another issuer (iss)".to_owned(),
-        ),
-        ErrorKind::MissingRequiredClaim(c) if c == "aud" => (
-            Refusal::WrongAudience,
-            "the token has no audience (aud) claim".to_owned(),
-        ),
-        ErrorKind::MissingRequiredClaim(c) if c == "iss" => (
-            Refusal::WrongIssuer,
-            "the token has no issuer (iss) claim".to_owned(),
         ),
         ErrorKind::Json(j) => (
             Refusal::BadClaims,
@@ -741,6 +763,10 @@ mod tests {
             ),
             (
                 json!({"exp":NOW + 60,"topics":["a"],"aud":7,"iss":"https://idp"}),
+                Refusal::BadClaims,
+            ),
+            (
+                json!({"exp":NOW + 60,"topics":["a"]}),
                 Refusal::WrongAudience,
             ),
             (
@@ -753,7 +779,7 @@ mod tests {
             ),
             (
                 json!({"exp":NOW + 60,"topics":["a"],"aud":"quotes-api","iss":5}),
-                Refusal::WrongIssuer,
+                Refusal::BadClaims,
             ),
         ] {
             assert_eq!(refusal(&v, &token(claims.clone())), want, "{claims}");
@@ -761,6 +787,10 @@ mod tests {
         // Without a configured audience, a token meant for some audience is not ours to take.
         let aud = token(json!({"exp":NOW + 60,"topics":["a"],"aud":"elsewhere"}));
         assert_eq!(refusal(&verifier(), &aud), Refusal::WrongAudience);
+        let aud = token(json!({"exp":NOW + 60,"topics":["a"],"aud":["elsewhere"]}));
+        assert_eq!(refusal(&verifier(), &aud), Refusal::WrongAudience);
+        let aud = token(json!({"exp":NOW + 60,"topics":["a"],"aud":7}));
+        assert_eq!(refusal(&verifier(), &aud), Refusal::BadClaims);
     }
 
     #[test]
