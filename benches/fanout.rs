@@ -23,7 +23,11 @@
 //!   pre-encoded frames with no WebSocket work: the most any broker could reach here;
 //! - with `--redis` instead of the peers, `tw-redis`: two tickwire nodes sharing one feed
 //!   through a redis-server started for the run, subscribers spread over both (CPU and RSS are
-//!   the sum of the three processes).
+//!   the sum of the three processes);
+//! - with `--tls` instead of the peers, `tickwire-tls`: the same binary with `--tls-cert` and
+//!   `--tls-key` (a P-256 certificate made for the run with rcgen), the subscribers speaking
+//!   wss:// through a rustls client on the generator's mio thread (the publisher stays on the
+//!   plain local listener), against plain `tickwire`: the cost of TLS per delivery.
 //!
 //! By default the server runs on core 0 and the generator on core 1 (taskset), so each has a
 //! core of its own; `--both-cores` leaves both unpinned (tickwire then runs two workers).
@@ -49,6 +53,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
+use rustls::{ClientConfig, ClientConnection};
 use tickwire::ws::frame::{encode_client_frame, encode_server_frame, OpCode};
 
 // ---------------------------------------------------------------------------------------------
@@ -163,6 +168,8 @@ enum Kind {
     Ceiling,
     /// Two tickwire nodes sharing one feed through redis-server (`--redis`).
     Cluster,
+    /// tickwire with TLS on the public listener, subscribers over wss:// (`--tls`).
+    TickwireTls,
 }
 
 impl Kind {
@@ -176,6 +183,7 @@ impl Kind {
             Kind::UwsCork => "uws-cork",
             Kind::Ceiling => "ceiling",
             Kind::Cluster => "tw-redis",
+            Kind::TickwireTls => "tickwire-tls",
         }
     }
 
@@ -201,6 +209,8 @@ struct Server {
     /// Where subscribers connect (spread evenly), and where the publisher connects.
     subscribe_addrs: Vec<SocketAddr>,
     publish_addr: SocketAddr,
+    /// The client side of TLS, when subscribers speak wss://.
+    tls: Option<Arc<ClientConfig>>,
 }
 
 impl Server {
@@ -208,6 +218,12 @@ impl Server {
         let own = || Command::new(std::env::current_exe().expect("own path"));
         let cmd = match kind {
             Kind::Tickwire => tickwire_cmd(cores),
+            Kind::TickwireTls => {
+                let mut c = tickwire_cmd(cores);
+                let pki = bench_tls();
+                c.args(["--tls-cert", &pki.cert, "--tls-key", &pki.key]);
+                c
+            }
             Kind::Cluster => return start_cluster(cores),
             Kind::Ceiling => {
                 let mut c = own();
@@ -241,6 +257,7 @@ impl Server {
             children: vec![child],
             subscribe_addrs: vec![sub],
             publish_addr,
+            tls: (kind == Kind::TickwireTls).then(|| bench_tls().client.clone()),
         }
     }
 
@@ -271,7 +288,7 @@ fn spawn_server(mut cmd: Command, kind: Kind, cores: Cores) -> (Child, SocketAdd
     let mut out = child.stdout.take().expect("stdout");
     // tickwire's banner says "subscribe:    ws://..."; the peers print "subscribe ADDR".
     let keys = match kind {
-        Kind::Tickwire | Kind::Cluster => ("subscribe:", "publish:"),
+        Kind::Tickwire | Kind::TickwireTls | Kind::Cluster => ("subscribe:", "publish:"),
         _ => ("subscribe", "publish"),
     };
     match read_banner(&mut out, keys) {
@@ -297,6 +314,7 @@ fn read_banner(
         let rest = &text[text.find(key)? + key.len()..];
         let rest = rest
             .trim_start()
+            .trim_start_matches("wss://")
             .trim_start_matches("ws://")
             .trim_start_matches("http://");
         rest.split(['/', ' ', '\n']).next()?.parse().ok()
@@ -355,7 +373,49 @@ fn start_cluster(cores: Cores) -> Server {
         children,
         subscribe_addrs,
         publish_addr: publish_addr.expect("two nodes"),
+        tls: None,
     }
+}
+
+/// The run's TLS material: a CA, a P-256 certificate for `localhost` signed by it (files for the
+/// server), and a rustls client configuration trusting the CA (for the generator).
+struct BenchTls {
+    cert: String,
+    key: String,
+    client: Arc<ClientConfig>,
+}
+
+fn bench_tls() -> &'static BenchTls {
+    static TLS: std::sync::OnceLock<BenchTls> = std::sync::OnceLock::new();
+    TLS.get_or_init(|| {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let dir = std::env::temp_dir().join(format!("tickwire-bench-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("key")).expect("CA");
+        let key = KeyPair::generate().expect("key");
+        let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+            .expect("params")
+            .signed_by(&key, &ca)
+            .expect("certificate");
+        let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert_path, leaf.pem()).expect("write cert");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone()).expect("root");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        BenchTls {
+            cert: cert_path.to_string_lossy().into_owned(),
+            key: key_path.to_string_lossy().into_owned(),
+            client: Arc::new(client),
+        }
+    })
 }
 
 impl Drop for Server {
@@ -738,11 +798,35 @@ mod tokio_peer {
 
 struct Sub {
     s: TcpStream,
+    /// The TLS session over `s`, for wss://.
+    tls: Option<Box<ClientConnection>>,
     /// Handshake done (101 read).
     ready: bool,
+    /// The server closed it (before the handshake: refused at its connection limit).
+    closed: bool,
     inbuf: Vec<u8>,
     /// Last seq per topic index.
     last: Vec<u64>,
+}
+
+/// What arrived on `sub`, as plaintext: TLS records are decrypted here, and whatever the session
+/// wants to send (its handshake, the upgrade request it held until then) is sent.
+fn read_plain(sub: &mut Sub, buf: &mut [u8]) -> io::Result<usize> {
+    let Some(tls) = sub.tls.as_mut() else {
+        return sub.s.read(buf);
+    };
+    loop {
+        match tls.reader().read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            other => return other,
+        }
+        if tls.read_tls(&mut sub.s)? == 0 {
+            return Ok(0);
+        }
+        tls.process_new_packets()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        while tls.wants_write() && tls.write_tls(&mut sub.s).is_ok() {}
+    }
 }
 
 #[derive(Default, Debug)]
@@ -765,14 +849,15 @@ fn topic_name(i: usize) -> String {
 /// the server's handshakes rather than its listen backlog overflowing (SYN retries take 1 s).
 const CONNECTING: usize = 128;
 
-/// Opens every subscriber and waits until each handshake is answered. Returns the
-/// subscribers, how many subscribe to each topic, and the set-up time.
+/// Opens every subscriber and waits until each handshake is answered (or the connection is
+/// closed first: refused at the server's connection limit). Returns the subscribers, how many
+/// subscribe to each topic, the set-up time, and how many were refused.
 fn connect_all(
     server: &Server,
     sc: &Scenario,
     poll: &mut Poll,
     epoch: Instant,
-) -> (slab::Slab<Sub>, Vec<u64>, Duration) {
+) -> (slab::Slab<Sub>, Vec<u64>, Duration, usize) {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(120);
     let mut subs = slab::Slab::with_capacity(sc.subscribers);
@@ -782,6 +867,7 @@ fn connect_all(
     let mut ignored = Tally::default();
     let mut waiting = 0;
     let mut opened = 0;
+    let mut refused = 0;
     while opened < sc.subscribers || waiting > 0 {
         assert!(
             Instant::now() < deadline,
@@ -811,7 +897,19 @@ fn connect_all(
             } else {
                 format!("SUB {}\n", names.join(","))
             };
-            std.write_all(hello.as_bytes()).expect("hello");
+            let tls = server.tls.as_ref().map(|config| {
+                let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+                let mut tls = ClientConnection::new(config.clone(), name).expect("TLS session");
+                // Held by rustls until the handshake is done, then sent.
+                tls.writer().write_all(hello.as_bytes()).expect("hello");
+                while tls.wants_write() {
+                    tls.write_tls(&mut std).expect("ClientHello");
+                }
+                Box::new(tls)
+            });
+            if tls.is_none() {
+                std.write_all(hello.as_bytes()).expect("hello");
+            }
             std.set_nonblocking(true).expect("nonblocking");
             let mut s = TcpStream::from_std(std);
             let e = subs.vacant_entry();
@@ -820,7 +918,9 @@ fn connect_all(
                 .expect("register");
             e.insert(Sub {
                 s,
+                tls,
                 ready: false,
+                closed: false,
                 inbuf: Vec::new(),
                 last: vec![0; sc.topics],
             });
@@ -830,15 +930,18 @@ fn connect_all(
             .expect("poll");
         for ev in events.iter() {
             if let Some(s) = subs.get_mut(ev.token().0) {
-                let was = s.ready;
+                let (was, was_closed) = (s.ready, s.closed);
                 drain(s, &mut buf, &mut ignored, epoch);
                 if s.ready && !was {
                     waiting -= 1;
+                } else if s.closed && !was_closed && !s.ready {
+                    waiting -= 1;
+                    refused += 1;
                 }
             }
         }
     }
-    (subs, per_topic, started.elapsed())
+    (subs, per_topic, started.elapsed(), refused)
 }
 
 /// Reads and checks everything that arrived on `sub`. Frames are parsed straight from the read
@@ -846,10 +949,16 @@ fn connect_all(
 fn drain(sub: &mut Sub, buf: &mut [u8], tally: &mut Tally, epoch: Instant) {
     let now_us = epoch.elapsed().as_micros() as u64;
     loop {
-        let n = match sub.s.read(buf) {
-            Ok(0) => return,
+        let n = match read_plain(sub, buf) {
+            Ok(0) => {
+                sub.closed = true;
+                return;
+            }
             Ok(n) => n,
-            Err(_) => return,
+            Err(e) => {
+                sub.closed |= e.kind() != io::ErrorKind::WouldBlock;
+                return;
+            }
         };
         if sub.ready && sub.inbuf.is_empty() {
             let used = check_frames(&buf[..n], &mut sub.last, tally, now_us);
@@ -1045,6 +1154,8 @@ struct Row {
     /// With `--syscalls`: the server's write, writev, sendto and sendmsg calls over the publishing
     /// window, per delivery.
     writes_per_delivery: Option<f64>,
+    /// Connections the server closed before their handshake (its connection limit).
+    refused: usize,
 }
 
 /// The system calls that put bytes on a socket (every server here uses one of them).
@@ -1101,7 +1212,7 @@ fn run(kind: Kind, sc: Scenario, cores: Cores, syscalls: bool) -> Row {
     let mut poll = Poll::new().expect("poll");
     thread::sleep(Duration::from_millis(200));
     let (rss_before, epoch) = (server.usage().1, Instant::now());
-    let (mut subs, per_topic, setup) = connect_all(&server, &sc, &mut poll, epoch);
+    let (mut subs, per_topic, setup, refused) = connect_all(&server, &sc, &mut poll, epoch);
     let setup_per_sec = sc.subscribers as f64 / setup.as_secs_f64();
     thread::sleep(Duration::from_millis(300));
     let rss_after = server.usage().1;
@@ -1123,7 +1234,8 @@ fn run(kind: Kind, sc: Scenario, cores: Cores, syscalls: bool) -> Row {
         losses: 0,
         order_violations: 0,
         rss_per_conn: (rss_after.saturating_sub(rss_before) as f64 * 1024.0)
-            / sc.subscribers as f64,
+            / (sc.subscribers - refused).max(1) as f64,
+        refused,
         writes_per_delivery: None,
     };
     if sc.idle {
@@ -1245,6 +1357,7 @@ fn print_ratios(rows: &[Row]) {
             Kind::UwsCork,
             Kind::Ceiling,
             Kind::Cluster,
+            Kind::TickwireTls,
         ] {
             let Some(p) = of(peer) else { continue };
             let (a, b) = if sc == "S4" {
@@ -1332,7 +1445,10 @@ fn main() {
         Cores::Pinned
     };
     let _ = rlimit::increase_nofile_limit(65536);
-    let kinds = if flag("--redis") {
+    let kinds = if flag("--tls") {
+        // Plain against TLS on the public listener: the cost of TLS per delivery.
+        vec![Kind::Tickwire, Kind::TickwireTls]
+    } else if flag("--redis") {
         // One node against two nodes sharing the feed through Redis.
         if Command::new("redis-server")
             .arg("--version")
@@ -1417,10 +1533,18 @@ fn main() {
             let row = run(kind, sc, cores, syscalls);
             if sc.idle {
                 println!(
-                    "  {:<10} {:>6.0} connections/s set up, {:.0} B RSS/conn",
+                    "  {:<10} {:>6.0} connections/s set up, {:.0} B RSS/conn{}",
                     kind.name(),
                     row.setup_per_sec,
-                    row.rss_per_conn
+                    row.rss_per_conn,
+                    if row.refused > 0 {
+                        format!(
+                            " ({} refused at the server's connection limit)",
+                            row.refused
+                        )
+                    } else {
+                        String::new()
+                    }
                 );
                 rows.push(row);
                 continue;

@@ -1,8 +1,10 @@
 //! Micro-benchmarks of the hot pieces: frame headers, masking, UTF-8 validation, the handshake,
 //! topic matching in the subscription trie, the publish path (validate, sequence, encode,
 //! queue to every worker), publish-to-queued fan-out per subscriber count, finding a wildcard
-//! subscription's snapshots against the number of topics cached, and permessage-deflate
-//! (flate2 on zlib-rs against libdeflater on a quote).
+//! subscription's snapshots against the number of topics cached, permessage-deflate (flate2 on
+//! zlib-rs against libdeflater on a quote), and what TLS adds to writing a connection's gathered
+//! frames (encryption into records, against the plain copy the gather makes anyway; no system
+//! call in either).
 //!
 //! `cargo bench --bench micro`
 
@@ -441,8 +443,107 @@ criterion_group! {
     targets = deflate
 }
 
+/// A server TLS session after a handshake with a client, both in memory (rustls, ring, the
+/// cipher suite a rustls client and server agree on by default).
+fn tls_session() -> rustls::ServerConnection {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use std::sync::Arc;
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server_config = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .expect("server config");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).expect("root");
+    let client_config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from("localhost").expect("name");
+    let mut client = rustls::ClientConnection::new(Arc::new(client_config), name).expect("client");
+    let mut server = rustls::ServerConnection::new(Arc::new(server_config)).expect("server");
+    let mut wire = Vec::new();
+    while client.is_handshaking() || server.is_handshaking() {
+        while client.wants_write() {
+            client.write_tls(&mut wire).expect("write");
+        }
+        server.read_tls(&mut &wire[..]).expect("read");
+        server.process_new_packets().expect("server handshake");
+        wire.clear();
+        while server.wants_write() {
+            server.write_tls(&mut wire).expect("write");
+        }
+        client.read_tls(&mut &wire[..]).expect("read");
+        client.process_new_packets().expect("client handshake");
+        wire.clear();
+    }
+    server
+}
+
+fn tls_write(c: &mut Criterion) {
+    use std::io::Write;
+    let mut server = tls_session();
+    // A quote frame as fan-out sends it: ~150 bytes.
+    let frame = {
+        let mut f = Vec::new();
+        let payload = br#"{"symbol":"AAPL","bid":189.12,"ask":189.14,"last":189.13,"volume":1234567,"t":1764400000123}"#;
+        tickwire::broker::protocol::encode_msg_frame(&mut f, "\"quotes/AAPL\"", 42, false, payload);
+        f
+    };
+    let mut g = c.benchmark_group("tls_write");
+    // One frame per write (a subscriber that keeps up at a modest rate), a few dozen, and a full
+    // 64 KiB gather (a subscriber of a busy feed).
+    for frames in [1usize, 16, 400] {
+        let gathered: Vec<u8> = frame.repeat(frames);
+        g.throughput(Throughput::Elements(frames as u64));
+        let mut sink = Vec::with_capacity(128 * 1024);
+        g.bench_with_input(
+            BenchmarkId::new("plain_copy", frames),
+            &gathered,
+            |b, bytes| {
+                b.iter(|| {
+                    sink.clear();
+                    sink.extend_from_slice(black_box(bytes));
+                    black_box(sink.len())
+                })
+            },
+        );
+        g.bench_with_input(
+            BenchmarkId::new("tls_encrypt", frames),
+            &gathered,
+            |b, bytes| {
+                b.iter(|| {
+                    sink.clear();
+                    let mut left = &bytes[..];
+                    while !left.is_empty() {
+                        let n = server.writer().write(left).expect("plaintext in");
+                        left = &left[n..];
+                        while server.wants_write() {
+                            server.write_tls(&mut sink).expect("records out");
+                        }
+                    }
+                    black_box(sink.len())
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    tls_write,
     frames,
     masking,
     utf8,

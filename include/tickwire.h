@@ -11,6 +11,7 @@
 #ifndef TICKWIRE_H
 #define TICKWIRE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -103,6 +104,12 @@ typedef enum tw_status {
    * was published; existing topics still publish.
    */
   TW_ERR_TOO_MANY_TOPICS = -13,
+  /**
+   * Called on one of the broker's own worker threads (from the `on_connection` callback),
+   * where it would wait for that very thread: `tw_broker_stop`, `tw_broker_shutdown` and
+   * `tw_broker_free` refuse, and nothing changes. Call them from another thread.
+   */
+  TW_ERR_WRONG_THREAD = -14,
 } tw_status;
 
 /**
@@ -134,10 +141,17 @@ typedef void (*tw_connection_callback)(enum tw_connection_event event,
                                        void *user);
 
 /**
- * Settings for [`tw_broker_start`]. Fill with [`tw_config_init`], then change what you need.
- * String fields are borrowed only during `tw_broker_start` (they are copied).
+ * Settings for [`tw_broker_start`]. Fill with `tw_config_init(&cfg, sizeof cfg)`, then change
+ * what you need. String fields are borrowed only during `tw_broker_start` (they are copied).
+ * New fields are only ever added at the end; `size` tells the library which of them a program
+ * knows.
  */
 typedef struct tw_config {
+  /**
+   * `sizeof(tw_config)` as the program was compiled: set by `tw_config_init`, checked by
+   * `tw_broker_start`. Do not change it.
+   */
+  size_t size;
   /**
    * Public listener, "host:port" (subscribers at ws://host:port/ws). Default "127.0.0.1:8080";
    * port 0 picks a free port (see `tw_broker_public_addr`).
@@ -181,9 +195,12 @@ typedef struct tw_config {
   const char *publish_token;
   /**
    * Called when a WebSocket client connects or disconnects, or NULL. It runs on the broker's
-   * worker thread that owns the connection, so it must be thread-safe and quick. With `redis`
-   * set, do not publish from it: `tw_publish` then waits for Redis's answer, and so would
-   * every other connection of that worker.
+   * worker thread that owns the connection, so it must be thread-safe and quick. It must not
+   * stop or free the broker: that would wait for the very thread it runs on, so
+   * `tw_broker_stop`, `tw_broker_shutdown` and `tw_broker_free` refuse there with
+   * TW_ERR_WRONG_THREAD (signal another thread to do it). With `redis` set, do not publish
+   * from it: `tw_publish` then waits for Redis's answer, and so would every other connection
+   * of that worker.
    */
   tw_connection_callback on_connection;
   /**
@@ -200,6 +217,67 @@ typedef struct tw_config {
    * Names the feed in Redis (brokers with the same prefix share it), or NULL for "tickwire".
    */
   const char *redis_prefix;
+  /**
+   * Path of the key subscribers' tokens (JWTs) are checked with, or NULL (the default) for no
+   * entitlements: a PEM RSA public key (RS256), a PEM P-256 public key (ES256), or else an
+   * HS256 secret (the file's bytes, a trailing newline dropped, at least 32 bytes). With it,
+   * subscribing needs a token whose `topics` claim grants the patterns.
+   */
+  const char *jwt_key;
+  /**
+   * The audience tokens must name in `aud`, or NULL (then tokens with an `aud` are refused).
+   */
+  const char *jwt_audience;
+  /**
+   * The issuer tokens must name in `iss`, or NULL for any.
+   */
+  const char *jwt_issuer;
+  /**
+   * Path of a PEM certificate chain (leaf first) for TLS on the public listener (wss://,
+   * https://), or NULL (the default) for plain TCP. Set with `tls_key`.
+   */
+  const char *tls_cert;
+  /**
+   * Path of the PEM private key of `tls_cert`, or NULL.
+   */
+  const char *tls_key;
+  /**
+   * Clock skew allowed around a token's `exp` and `nbf`, in seconds, at most 30. Default 5.
+   */
+  uint32_t jwt_leeway_secs;
+  /**
+   * Publications kept per topic so a reconnecting subscriber can recover what it missed
+   * (`since` in subscribe); 0 turns recovery off. Default 100.
+   */
+  uint32_t history;
+  /**
+   * Bytes all topics' histories may hold together; past it the busiest topics keep fewer.
+   * Default 268435456 (256 MiB).
+   */
+  uint64_t history_memory;
+  /**
+   * Updates per topic per second a subscriber gets at most, whatever `max_rate` it asks
+   * for; 0 for no cap. Default 0.
+   */
+  double max_update_rate;
+  /**
+   * Topics with a last value, at most; publishing to a new topic past it answers
+   * TW_ERR_TOO_MANY_TOPICS. Default 1000000.
+   */
+  uint32_t max_topics;
+  /**
+   * How deep JSON may nest in a published payload or a client request. Default 64.
+   */
+  uint32_t max_json_depth;
+  /**
+   * permessage-deflate with the WebSocket clients that offer it. Default true.
+   */
+  bool compression;
+  /**
+   * Messages of at least this many bytes are sent compressed to those clients; 0 compresses
+   * every message. Default 256.
+   */
+  uint32_t compress_min;
 } tw_config;
 
 /**
@@ -269,13 +347,15 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * Fills `cfg` with the defaults. Returns TW_ERR_NULL_ARGUMENT if `cfg` is NULL.
- * Any thread. The string fields point to static strings owned by the library.
+ * Fills `cfg`, a `tw_config` of `size` bytes (pass `sizeof cfg`), with the defaults, and
+ * records `size` in it. Returns TW_ERR_NULL_ARGUMENT if `cfg` is NULL, TW_ERR_CONFIG if `size`
+ * is not the size of any `tw_config` this library knows (a header newer than the library, or a
+ * wrong argument). Any thread. The string fields point to static strings owned by the library.
  *
  * # Safety
- * `cfg` is NULL or points to writable memory for one `tw_config`.
+ * `cfg` is NULL or points to `size` writable bytes.
  */
-enum tw_status tw_config_init(struct tw_config *cfg);
+enum tw_status tw_config_init(struct tw_config *cfg, size_t size);
 
 /**
  * Starts a broker: binds its listeners and starts its workers. Returns the handle, which the
@@ -283,8 +363,9 @@ enum tw_status tw_config_init(struct tw_config *cfg);
  * `tw_broker_free`), or NULL on error with the reason in `tw_last_error()`. Any thread.
  *
  * # Safety
- * `cfg` is NULL or points to a `tw_config` whose string fields are NULL or valid
- * NUL-terminated strings for the duration of the call.
+ * `cfg` is NULL or points to a `tw_config` filled by `tw_config_init` (of the size recorded in
+ * it), whose string fields are NULL or valid NUL-terminated strings for the duration of the
+ * call.
  */
 struct tw_broker *tw_broker_start(const struct tw_config *cfg);
 
@@ -348,8 +429,9 @@ enum tw_status tw_broker_local_addr(const struct tw_broker *b, char *buf, size_t
 /**
  * Stops gracefully: refuses new publications (they return TW_ERR_STOPPED), delivers those
  * already accepted, sends close 1001 to every client and joins the worker threads (within 5 s).
- * The handle stays valid until `tw_broker_free`. Calling it twice is harmless. Any thread; it
- * blocks until the workers have stopped.
+ * The handle stays valid until `tw_broker_free`. Calling it twice is harmless. Any thread but
+ * the broker's own workers (the `on_connection` callback), where it returns
+ * TW_ERR_WRONG_THREAD and changes nothing; it blocks until the workers have stopped.
  *
  * # Safety
  * `b` as for `tw_publish`.
@@ -358,7 +440,9 @@ enum tw_status tw_broker_shutdown(const struct tw_broker *b);
 
 /**
  * Frees the handle, shutting the broker down first if needed. NULL is ignored. No other call may
- * use the handle during or after this one.
+ * use the handle during or after this one. On one of the broker's own worker threads (the
+ * `on_connection` callback) it frees nothing and sets `tw_last_error()` (TW_ERR_WRONG_THREAD's
+ * case): use `tw_broker_stop` from another thread.
  *
  * # Safety
  * `b` is NULL or a handle from `tw_broker_start` not yet freed.
@@ -366,12 +450,25 @@ enum tw_status tw_broker_shutdown(const struct tw_broker *b);
 void tw_broker_free(struct tw_broker *b);
 
 /**
- * `tw_broker_shutdown` then `tw_broker_free`: the usual way to end. NULL is ignored.
+ * `tw_broker_shutdown` then `tw_broker_free`: the usual way to end. NULL is ignored (TW_OK).
+ * On one of the broker's own worker threads (the `on_connection` callback) it does nothing and
+ * returns TW_ERR_WRONG_THREAD: the handle stays valid.
  *
  * # Safety
  * As for [`tw_broker_free`].
  */
-void tw_broker_stop(struct tw_broker *b);
+enum tw_status tw_broker_stop(struct tw_broker *b);
+
+/**
+ * Reads again the files `tls_cert`, `tls_key` and `jwt_key` named: new TLS handshakes use the
+ * new certificate (established connections continue), new tokens are checked with the new key.
+ * On error (TW_ERR_CONFIG, `tw_last_error()` says which file and why) what failed to load stays
+ * as it was. Returns TW_ERR_STOPPED after `tw_broker_shutdown`. Any thread.
+ *
+ * # Safety
+ * `b` as for `tw_publish`.
+ */
+enum tw_status tw_broker_reload(const struct tw_broker *b);
 
 /**
  * The message of the last error on this thread, or "" if none. The string belongs to the

@@ -102,6 +102,29 @@ pub struct Config {
     /// Messages of at least this many bytes are compressed for the clients that negotiated
     /// permessage-deflate; shorter ones are sent plain.
     pub compress_min: usize,
+    /// File with the key subscribers' tokens (JWTs) are checked with: a PEM RSA public key
+    /// (RS256), a PEM P-256 public key (ES256), or else an HS256 secret (the file's bytes, a
+    /// trailing newline dropped, at least 32 bytes). With it, subscribing needs a token whose
+    /// `topics` claim grants the patterns. `None` (the default): no entitlements.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_key: Option<String>,
+    /// The audience tokens must name in `aud`. Without it, a token with an `aud` is refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_audience: Option<String>,
+    /// The issuer tokens must name in `iss`, if set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_issuer: Option<String>,
+    /// Clock skew allowed around a token's `exp` and `nbf`, in seconds (whole seconds count);
+    /// a connection is closed this long after its token's `exp`.
+    #[serde(with = "secs")]
+    pub jwt_leeway: Duration,
+    /// PEM certificate chain (leaf first) for TLS on the public listener: wss:// and https://.
+    /// Set with `tls_key`; both are read again on SIGHUP ([`crate::Broker::reload`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<String>,
+    /// PEM private key of `tls_cert` (PKCS#8, PKCS#1 or SEC1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<String>,
 }
 
 impl Default for Config {
@@ -139,6 +162,12 @@ impl Default for Config {
             redis_answer_timeout: Duration::from_secs(5),
             compression: true,
             compress_min: 256,
+            jwt_key: None,
+            jwt_audience: None,
+            jwt_issuer: None,
+            jwt_leeway: Duration::from_secs(5),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -181,7 +210,48 @@ impl Config {
                 self.max_payload, self.max_request_body
             ));
         }
-        self.validate_redis()
+        self.validate_redis()?;
+        self.validate_security()
+    }
+
+    /// Entitlements and TLS: settings that only mean something together.
+    fn validate_security(&self) -> Result<(), String> {
+        let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
+        for (name, value) in [
+            ("jwt_key", &self.jwt_key),
+            ("jwt_audience", &self.jwt_audience),
+            ("jwt_issuer", &self.jwt_issuer),
+            ("tls_cert", &self.tls_cert),
+            ("tls_key", &self.tls_key),
+        ] {
+            if value.is_some() && !set(value) {
+                return Err(format!("{name} is set to an empty string"));
+            }
+        }
+        if self.jwt_key.is_none() {
+            for (name, value) in [
+                ("jwt_audience", &self.jwt_audience),
+                ("jwt_issuer", &self.jwt_issuer),
+            ] {
+                if value.is_some() {
+                    return Err(format!(
+                        "{name} is set but jwt_key is not: tokens are only checked with a key"
+                    ));
+                }
+            }
+        }
+        let max = crate::broker::auth::MAX_LEEWAY_SECS;
+        if self.jwt_leeway > Duration::from_secs(max) {
+            return Err(format!(
+                "jwt_leeway is {} s: it must be from 0 s to {max} s (clock skew, not a grace period)",
+                self.jwt_leeway.as_secs_f64()
+            ));
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => Err("tls_cert is set but tls_key is not: TLS needs both".to_owned()),
+            (None, Some(_)) => Err("tls_key is set but tls_cert is not: TLS needs both".to_owned()),
+            _ => Ok(()),
+        }
     }
 
     fn validate_redis(&self) -> Result<(), String> {
@@ -504,6 +574,28 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().unwrap_err().starts_with("compress_min"));
+    }
+
+    #[test]
+    fn security_settings_come_in_pairs() {
+        let err = |f: fn(&mut Config)| {
+            let mut c = Config::default();
+            f(&mut c);
+            c.validate().unwrap_err()
+        };
+        assert!(err(|c| c.tls_cert = Some("c.pem".into())).contains("tls_key is not"));
+        assert!(err(|c| c.tls_key = Some("k.pem".into())).contains("tls_cert is not"));
+        assert!(err(|c| c.jwt_audience = Some("a".into())).contains("jwt_key is not"));
+        assert!(err(|c| c.jwt_key = Some(" ".into())).contains("empty"));
+        assert!(err(|c| c.jwt_leeway = Duration::from_secs(60)).starts_with("jwt_leeway"));
+        let c = Config {
+            jwt_key: Some("k".into()),
+            jwt_issuer: Some("i".into()),
+            tls_cert: Some("c".into()),
+            tls_key: Some("k".into()),
+            ..Config::default()
+        };
+        assert_eq!(c.validate(), Ok(()));
     }
 
     #[test]

@@ -9,6 +9,13 @@
 //!   [`tw_last_error`] on the calling thread.
 //! - No Rust panic crosses the boundary: it becomes `TW_ERR_INTERNAL`.
 //! - Nothing returned must be freed with anything but a `tw_*_free` function.
+//!
+//! `tw_config` grows at its end only, and carries its own size: `tw_config_init(&cfg, sizeof cfg)`
+//! records the size the program was compiled with, and `tw_broker_start` reads only the fields
+//! that size holds, using the defaults for the rest. A program built against an older header
+//! keeps working with a newer library. To add fields: append them to `tw_config`, give them
+//! defaults in `default_config`, read them in `start`, and add the layout before them to
+//! `config_layouts`.
 #![allow(non_camel_case_types)]
 // The C boundary is the one place raw pointers come in: the crate denies unsafe code elsewhere.
 #![allow(unsafe_code)]
@@ -19,6 +26,7 @@ use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
@@ -60,13 +68,22 @@ pub enum tw_status {
     /// The publication would add a topic past the broker's topic limit (`max_topics`). Nothing
     /// was published; existing topics still publish.
     TW_ERR_TOO_MANY_TOPICS = -13,
+    /// Called on one of the broker's own worker threads (from the `on_connection` callback),
+    /// where it would wait for that very thread: `tw_broker_stop`, `tw_broker_shutdown` and
+    /// `tw_broker_free` refuse, and nothing changes. Call them from another thread.
+    TW_ERR_WRONG_THREAD = -14,
 }
 
-/// Settings for [`tw_broker_start`]. Fill with [`tw_config_init`], then change what you need.
-/// String fields are borrowed only during `tw_broker_start` (they are copied).
+/// Settings for [`tw_broker_start`]. Fill with `tw_config_init(&cfg, sizeof cfg)`, then change
+/// what you need. String fields are borrowed only during `tw_broker_start` (they are copied).
+/// New fields are only ever added at the end; `size` tells the library which of them a program
+/// knows.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct tw_config {
+    /// `sizeof(tw_config)` as the program was compiled: set by `tw_config_init`, checked by
+    /// `tw_broker_start`. Do not change it.
+    pub size: usize,
     /// Public listener, "host:port" (subscribers at ws://host:port/ws). Default "127.0.0.1:8080";
     /// port 0 picks a free port (see `tw_broker_public_addr`).
     pub listen: *const c_char,
@@ -89,9 +106,12 @@ pub struct tw_config {
     /// Bearer token the local listener requires, or NULL for none. Default NULL.
     pub publish_token: *const c_char,
     /// Called when a WebSocket client connects or disconnects, or NULL. It runs on the broker's
-    /// worker thread that owns the connection, so it must be thread-safe and quick. With `redis`
-    /// set, do not publish from it: `tw_publish` then waits for Redis's answer, and so would
-    /// every other connection of that worker.
+    /// worker thread that owns the connection, so it must be thread-safe and quick. It must not
+    /// stop or free the broker: that would wait for the very thread it runs on, so
+    /// `tw_broker_stop`, `tw_broker_shutdown` and `tw_broker_free` refuse there with
+    /// TW_ERR_WRONG_THREAD (signal another thread to do it). With `redis` set, do not publish
+    /// from it: `tw_publish` then waits for Redis's answer, and so would every other connection
+    /// of that worker.
     pub on_connection: tw_connection_callback,
     /// Passed back to `on_connection` as is.
     pub on_connection_user: *mut c_void,
@@ -101,6 +121,108 @@ pub struct tw_config {
     pub redis: *const c_char,
     /// Names the feed in Redis (brokers with the same prefix share it), or NULL for "tickwire".
     pub redis_prefix: *const c_char,
+    /// Path of the key subscribers' tokens (JWTs) are checked with, or NULL (the default) for no
+    /// entitlements: a PEM RSA public key (RS256), a PEM P-256 public key (ES256), or else an
+    /// HS256 secret (the file's bytes, a trailing newline dropped, at least 32 bytes). With it,
+    /// subscribing needs a token whose `topics` claim grants the patterns.
+    pub jwt_key: *const c_char,
+    /// The audience tokens must name in `aud`, or NULL (then tokens with an `aud` are refused).
+    pub jwt_audience: *const c_char,
+    /// The issuer tokens must name in `iss`, or NULL for any.
+    pub jwt_issuer: *const c_char,
+    /// Path of a PEM certificate chain (leaf first) for TLS on the public listener (wss://,
+    /// https://), or NULL (the default) for plain TCP. Set with `tls_key`.
+    pub tls_cert: *const c_char,
+    /// Path of the PEM private key of `tls_cert`, or NULL.
+    pub tls_key: *const c_char,
+    /// Clock skew allowed around a token's `exp` and `nbf`, in seconds, at most 30. Default 5.
+    pub jwt_leeway_secs: u32,
+    /// Publications kept per topic so a reconnecting subscriber can recover what it missed
+    /// (`since` in subscribe); 0 turns recovery off. Default 100.
+    pub history: u32,
+    /// Bytes all topics' histories may hold together; past it the busiest topics keep fewer.
+    /// Default 268435456 (256 MiB).
+    pub history_memory: u64,
+    /// Updates per topic per second a subscriber gets at most, whatever `max_rate` it asks
+    /// for; 0 for no cap. Default 0.
+    pub max_update_rate: f64,
+    /// Topics with a last value, at most; publishing to a new topic past it answers
+    /// TW_ERR_TOO_MANY_TOPICS. Default 1000000.
+    pub max_topics: u32,
+    /// How deep JSON may nest in a published payload or a client request. Default 64.
+    pub max_json_depth: u32,
+    /// permessage-deflate with the WebSocket clients that offer it. Default true.
+    pub compression: bool,
+    /// Messages of at least this many bytes are sent compressed to those clients; 0 compresses
+    /// every message. Default 256.
+    pub compress_min: u32,
+}
+
+/// Each layout of `tw_config` a program may have been compiled with, oldest first: (its
+/// `sizeof`, the bytes its fields take, trailing padding excluded). Only those bytes are read
+/// from a program's struct; what lies past them keeps its default.
+fn config_layouts() -> [(usize, usize); 3] {
+    use std::mem::{align_of, offset_of, size_of};
+    let padded = |n: usize| n.next_multiple_of(align_of::<tw_config>());
+    let fields_before = |first_new: usize| (padded(first_new), first_new);
+    [
+        // Without the entitlement and TLS fields and those after them.
+        fields_before(offset_of!(tw_config, jwt_key)),
+        // Without the delivery settings (`jwt_leeway_secs` on).
+        fields_before(offset_of!(tw_config, jwt_leeway_secs)),
+        // This header's.
+        (size_of::<tw_config>(), size_of::<tw_config>()),
+    ]
+}
+
+/// The bytes of fields in a `tw_config` of `size` bytes, or why it is not a known layout.
+fn config_fields(size: usize) -> Result<usize, String> {
+    let layouts = config_layouts();
+    if let Some(&(_, fields)) = layouts.iter().find(|(s, _)| *s == size) {
+        return Ok(fields);
+    }
+    let sizes: Vec<String> = layouts.iter().map(|(s, _)| s.to_string()).collect();
+    Err(format!(
+        "tw_config size {size} is not one this library knows ({}): fill the config with \
+         tw_config_init(&cfg, sizeof cfg), with a tickwire.h no newer than the library",
+        sizes.join(", ")
+    ))
+}
+
+/// The defaults, in this library's layout.
+fn default_config() -> tw_config {
+    let d = Config::default();
+    let clamp = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+    tw_config {
+        size: std::mem::size_of::<tw_config>(),
+        listen: c"127.0.0.1:8080".as_ptr(),
+        local_listen: c"127.0.0.1:8081".as_ptr(),
+        workers: 0,
+        max_connections: clamp(d.max_connections),
+        max_payload: clamp(d.max_payload),
+        max_subscriptions: clamp(d.max_subscriptions),
+        publish_queue: clamp(d.publish_queue),
+        outbound_soft_limit: clamp(d.outbound_soft_limit),
+        outbound_hard_limit: clamp(d.outbound_hard_limit),
+        publish_token: std::ptr::null(),
+        on_connection: None,
+        on_connection_user: std::ptr::null_mut(),
+        redis: std::ptr::null(),
+        redis_prefix: std::ptr::null(),
+        jwt_key: std::ptr::null(),
+        jwt_audience: std::ptr::null(),
+        jwt_issuer: std::ptr::null(),
+        tls_cert: std::ptr::null(),
+        tls_key: std::ptr::null(),
+        jwt_leeway_secs: clamp(d.jwt_leeway.as_secs() as usize),
+        history: clamp(d.history),
+        history_memory: d.history_memory as u64,
+        max_update_rate: d.max_update_rate,
+        max_topics: clamp(d.max_topics),
+        max_json_depth: clamp(d.max_json_depth),
+        compression: d.compression,
+        compress_min: clamp(d.compress_min),
+    }
 }
 
 /// What happened to a WebSocket client connection.
@@ -173,6 +295,9 @@ pub struct tw_stats {
 pub struct tw_broker {
     /// `None` once shut down; the publisher keeps answering (TW_ERR_STOPPED).
     broker: Mutex<Option<Broker>>,
+    /// The broker's worker threads, where stopping it must be refused (read without the lock,
+    /// which a stop in progress on another thread may hold).
+    workers: Vec<std::thread::ThreadId>,
     publisher: Publisher,
     public_addr: CString,
     local_addr: Option<CString>,
@@ -224,37 +349,34 @@ unsafe fn c_str<'a>(ptr: *const c_char, what: &str) -> Result<&'a str, tw_status
     })
 }
 
-/// Fills `cfg` with the defaults. Returns TW_ERR_NULL_ARGUMENT if `cfg` is NULL.
-/// Any thread. The string fields point to static strings owned by the library.
+/// Fills `cfg`, a `tw_config` of `size` bytes (pass `sizeof cfg`), with the defaults, and
+/// records `size` in it. Returns TW_ERR_NULL_ARGUMENT if `cfg` is NULL, TW_ERR_CONFIG if `size`
+/// is not the size of any `tw_config` this library knows (a header newer than the library, or a
+/// wrong argument). Any thread. The string fields point to static strings owned by the library.
 ///
 /// # Safety
-/// `cfg` is NULL or points to writable memory for one `tw_config`.
+/// `cfg` is NULL or points to `size` writable bytes.
 #[no_mangle]
-pub unsafe extern "C" fn tw_config_init(cfg: *mut tw_config) -> tw_status {
+pub unsafe extern "C" fn tw_config_init(cfg: *mut tw_config, size: usize) -> tw_status {
     guard(tw_status::TW_ERR_INTERNAL, || {
         if cfg.is_null() {
             return fail(tw_status::TW_ERR_NULL_ARGUMENT, "cfg is NULL");
         }
-        let d = Config::default();
-        let clamp = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
-        let value = tw_config {
-            listen: c"127.0.0.1:8080".as_ptr(),
-            local_listen: c"127.0.0.1:8081".as_ptr(),
-            workers: 0,
-            max_connections: clamp(d.max_connections),
-            max_payload: clamp(d.max_payload),
-            max_subscriptions: clamp(d.max_subscriptions),
-            publish_queue: clamp(d.publish_queue),
-            outbound_soft_limit: clamp(d.outbound_soft_limit),
-            outbound_hard_limit: clamp(d.outbound_hard_limit),
-            publish_token: std::ptr::null(),
-            on_connection: None,
-            on_connection_user: std::ptr::null_mut(),
-            redis: std::ptr::null(),
-            redis_prefix: std::ptr::null(),
+        let fields = match config_fields(size) {
+            Ok(n) => n,
+            Err(m) => return fail(tw_status::TW_ERR_CONFIG, m),
         };
-        // SAFETY: `cfg` is non-null and the caller gives us a writable tw_config.
-        unsafe { cfg.write(value) };
+        let mut value = default_config();
+        value.size = size;
+        // SAFETY: `cfg` has `size >= fields` writable bytes (caller's promise); the source is a
+        // whole tw_config of at least `fields` bytes; the copy is untyped, padding included.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (&value as *const tw_config).cast::<u8>(),
+                cfg.cast::<u8>(),
+                fields,
+            )
+        };
         tw_status::TW_OK
     })
 }
@@ -283,8 +405,9 @@ unsafe impl Sync for ConnectionHook {}
 /// `tw_broker_free`), or NULL on error with the reason in `tw_last_error()`. Any thread.
 ///
 /// # Safety
-/// `cfg` is NULL or points to a `tw_config` whose string fields are NULL or valid
-/// NUL-terminated strings for the duration of the call.
+/// `cfg` is NULL or points to a `tw_config` filled by `tw_config_init` (of the size recorded in
+/// it), whose string fields are NULL or valid NUL-terminated strings for the duration of the
+/// call.
 #[no_mangle]
 pub unsafe extern "C" fn tw_broker_start(cfg: *const tw_config) -> *mut tw_broker {
     guard(std::ptr::null_mut(), || {
@@ -292,26 +415,55 @@ pub unsafe extern "C" fn tw_broker_start(cfg: *const tw_config) -> *mut tw_broke
             set_error("cfg is NULL: fill one with tw_config_init");
             return std::ptr::null_mut();
         }
-        // SAFETY: non-null; the caller promises a valid tw_config.
-        let c = unsafe { &*cfg };
+        // SAFETY: non-null, and every layout of tw_config begins with its size.
+        let size = unsafe { cfg.cast::<usize>().read_unaligned() };
+        let fields = match config_fields(size) {
+            Ok(n) => n,
+            Err(m) => {
+                set_error(format!("invalid configuration: {m}"));
+                return std::ptr::null_mut();
+            }
+        };
+        // The program's fields over this library's defaults: fields its header did not have
+        // keep their defaults.
+        let mut c = default_config();
+        // SAFETY: the caller's struct has `size >= fields` readable bytes; `c` is a whole
+        // tw_config; the bytes are whole fields of the same repr(C) layout, valid values.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                cfg.cast::<u8>(),
+                (&mut c as *mut tw_config).cast::<u8>(),
+                fields,
+            )
+        };
         // SAFETY: the caller promises valid strings in the config.
-        match unsafe { start(c) } {
+        match unsafe { start(&c) } {
             Ok(b) => Box::into_raw(Box::new(b)),
             Err(_) => std::ptr::null_mut(),
         }
     })
 }
 
+/// The broker's configuration a `tw_config` asks for (checked later, by `Broker::start_with`).
+///
 /// # Safety
-/// As for [`tw_broker_start`].
-unsafe fn start(c: &tw_config) -> Result<tw_broker, tw_status> {
+/// The string fields of `c` are NULL or valid NUL-terminated strings for the call.
+unsafe fn config_of(c: &tw_config) -> Result<Config, tw_status> {
     let addr = |ptr: *const c_char, what: &str| -> Result<SocketAddr, tw_status> {
         // SAFETY: forwarded from the caller's promise.
         let text = unsafe { c_str(ptr, what) }?;
         crate::config::parse_addr(text)
             .map_err(|e| fail(tw_status::TW_ERR_CONFIG, format!("{what} {e}")))
     };
-    let mut config = Config {
+    let optional = |ptr: *const c_char, what: &str| -> Result<Option<String>, tw_status> {
+        if ptr.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: forwarded from the caller's promise.
+        unsafe { c_str(ptr, what) }.map(|s| Some(s.to_owned()))
+    };
+    let d = Config::default();
+    Ok(Config {
         listen: addr(c.listen, "listen")?,
         local_listen: if c.local_listen.is_null() {
             None
@@ -325,20 +477,31 @@ unsafe fn start(c: &tw_config) -> Result<tw_broker, tw_status> {
         publish_queue: c.publish_queue as usize,
         outbound_soft_limit: c.outbound_soft_limit as usize,
         outbound_hard_limit: c.outbound_hard_limit as usize,
-        ..Config::default()
-    };
-    if !c.publish_token.is_null() {
-        // SAFETY: forwarded from the caller's promise.
-        config.publish_token = Some(unsafe { c_str(c.publish_token, "publish_token") }?.to_owned());
-    }
-    if !c.redis.is_null() {
-        // SAFETY: forwarded from the caller's promise.
-        config.redis = Some(unsafe { c_str(c.redis, "redis") }?.to_owned());
-    }
-    if !c.redis_prefix.is_null() {
-        // SAFETY: forwarded from the caller's promise.
-        config.redis_prefix = unsafe { c_str(c.redis_prefix, "redis_prefix") }?.to_owned();
-    }
+        publish_token: optional(c.publish_token, "publish_token")?,
+        redis: optional(c.redis, "redis")?,
+        redis_prefix: optional(c.redis_prefix, "redis_prefix")?.unwrap_or(d.redis_prefix.clone()),
+        jwt_key: optional(c.jwt_key, "jwt_key")?,
+        jwt_audience: optional(c.jwt_audience, "jwt_audience")?,
+        jwt_issuer: optional(c.jwt_issuer, "jwt_issuer")?,
+        tls_cert: optional(c.tls_cert, "tls_cert")?,
+        tls_key: optional(c.tls_key, "tls_key")?,
+        jwt_leeway: Duration::from_secs(c.jwt_leeway_secs.into()),
+        history: c.history as usize,
+        history_memory: usize::try_from(c.history_memory).unwrap_or(usize::MAX),
+        max_update_rate: c.max_update_rate,
+        max_topics: c.max_topics as usize,
+        max_json_depth: c.max_json_depth as usize,
+        compression: c.compression,
+        compress_min: c.compress_min as usize,
+        ..d
+    })
+}
+
+/// # Safety
+/// As for [`tw_broker_start`].
+unsafe fn start(c: &tw_config) -> Result<tw_broker, tw_status> {
+    // SAFETY: forwarded from the caller's promise.
+    let config = unsafe { config_of(c) }?;
     let mut hooks = Hooks::default();
     if let Some(callback) = c.on_connection {
         let hook = ConnectionHook {
@@ -362,6 +525,7 @@ unsafe fn start(c: &tw_config) -> Result<tw_broker, tw_status> {
     })?;
     let text = |a: SocketAddr| CString::new(a.to_string()).unwrap_or_default();
     Ok(tw_broker {
+        workers: broker.worker_threads(),
         publisher: broker.publisher(),
         public_addr: text(broker.public_addr()),
         local_addr: broker.local_addr().map(text),
@@ -588,10 +752,25 @@ pub unsafe extern "C" fn tw_broker_local_addr(
     })
 }
 
+/// TW_ERR_WRONG_THREAD when called on one of `b`'s worker threads.
+fn refuse_on_worker(b: &tw_broker, what: &str) -> Result<(), tw_status> {
+    if b.workers.contains(&std::thread::current().id()) {
+        return Err(fail(
+            tw_status::TW_ERR_WRONG_THREAD,
+            format!(
+                "{what} called on one of the broker's worker threads (from the on_connection \
+                 callback): it would wait for this very thread; call it from another thread"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Stops gracefully: refuses new publications (they return TW_ERR_STOPPED), delivers those
 /// already accepted, sends close 1001 to every client and joins the worker threads (within 5 s).
-/// The handle stays valid until `tw_broker_free`. Calling it twice is harmless. Any thread; it
-/// blocks until the workers have stopped.
+/// The handle stays valid until `tw_broker_free`. Calling it twice is harmless. Any thread but
+/// the broker's own workers (the `on_connection` callback), where it returns
+/// TW_ERR_WRONG_THREAD and changes nothing; it blocks until the workers have stopped.
 ///
 /// # Safety
 /// `b` as for `tw_publish`.
@@ -600,6 +779,10 @@ pub unsafe extern "C" fn tw_broker_shutdown(b: *const tw_broker) -> tw_status {
     guard(tw_status::TW_ERR_INTERNAL, || {
         if b.is_null() {
             return fail(tw_status::TW_ERR_NULL_ARGUMENT, "broker handle is NULL");
+        }
+        // SAFETY: non-null handle, not freed (caller's promise).
+        if let Err(s) = refuse_on_worker(unsafe { &*b }, "tw_broker_shutdown") {
+            return s;
         }
         // SAFETY: non-null handle, not freed (caller's promise).
         let taken = unsafe { (*b).broker.lock().take() };
@@ -611,31 +794,74 @@ pub unsafe extern "C" fn tw_broker_shutdown(b: *const tw_broker) -> tw_status {
 }
 
 /// Frees the handle, shutting the broker down first if needed. NULL is ignored. No other call may
-/// use the handle during or after this one.
+/// use the handle during or after this one. On one of the broker's own worker threads (the
+/// `on_connection` callback) it frees nothing and sets `tw_last_error()` (TW_ERR_WRONG_THREAD's
+/// case): use `tw_broker_stop` from another thread.
 ///
 /// # Safety
 /// `b` is NULL or a handle from `tw_broker_start` not yet freed.
 #[no_mangle]
 pub unsafe extern "C" fn tw_broker_free(b: *mut tw_broker) {
     guard((), || {
-        if !b.is_null() {
-            // SAFETY: a handle from Box::into_raw in tw_broker_start, freed only here, once.
-            drop(unsafe { Box::from_raw(b) });
+        if b.is_null() {
+            return;
         }
+        // SAFETY: non-null handle, not freed (caller's promise).
+        if refuse_on_worker(unsafe { &*b }, "tw_broker_free").is_err() {
+            return;
+        }
+        // SAFETY: a handle from Box::into_raw in tw_broker_start, freed only here, once.
+        drop(unsafe { Box::from_raw(b) });
     })
 }
 
-/// `tw_broker_shutdown` then `tw_broker_free`: the usual way to end. NULL is ignored.
+/// `tw_broker_shutdown` then `tw_broker_free`: the usual way to end. NULL is ignored (TW_OK).
+/// On one of the broker's own worker threads (the `on_connection` callback) it does nothing and
+/// returns TW_ERR_WRONG_THREAD: the handle stays valid.
 ///
 /// # Safety
 /// As for [`tw_broker_free`].
 #[no_mangle]
-pub unsafe extern "C" fn tw_broker_stop(b: *mut tw_broker) {
-    // SAFETY: forwarded from the caller's promise.
-    unsafe {
-        tw_broker_shutdown(b);
-        tw_broker_free(b);
+pub unsafe extern "C" fn tw_broker_stop(b: *mut tw_broker) -> tw_status {
+    if b.is_null() {
+        return tw_status::TW_OK;
     }
+    let refused = guard(Err(tw_status::TW_ERR_INTERNAL), || {
+        // SAFETY: non-null handle, not freed (caller's promise).
+        let handle = unsafe { &*b };
+        refuse_on_worker(handle, "tw_broker_stop")
+    });
+    if let Err(status) = refused {
+        return status;
+    }
+    // SAFETY: forwarded from the caller's promise.
+    let status = unsafe { tw_broker_shutdown(b) };
+    // SAFETY: forwarded from the caller's promise.
+    unsafe { tw_broker_free(b) };
+    status
+}
+
+/// Reads again the files `tls_cert`, `tls_key` and `jwt_key` named: new TLS handshakes use the
+/// new certificate (established connections continue), new tokens are checked with the new key.
+/// On error (TW_ERR_CONFIG, `tw_last_error()` says which file and why) what failed to load stays
+/// as it was. Returns TW_ERR_STOPPED after `tw_broker_shutdown`. Any thread.
+///
+/// # Safety
+/// `b` as for `tw_publish`.
+#[no_mangle]
+pub unsafe extern "C" fn tw_broker_reload(b: *const tw_broker) -> tw_status {
+    guard(tw_status::TW_ERR_INTERNAL, || {
+        if b.is_null() {
+            return fail(tw_status::TW_ERR_NULL_ARGUMENT, "broker handle is NULL");
+        }
+        // SAFETY: non-null handle, not freed (caller's promise).
+        let guard = unsafe { (*b).broker.lock() };
+        match guard.as_ref().map(Broker::reload) {
+            Some(Ok(())) => tw_status::TW_OK,
+            Some(Err(e)) => fail(tw_status::TW_ERR_CONFIG, e.to_string()),
+            None => fail(tw_status::TW_ERR_STOPPED, "the broker was stopped"),
+        }
+    })
 }
 
 /// The message of the last error on this thread, or "" if none. The string belongs to the
@@ -651,7 +877,7 @@ pub extern "C" fn tw_last_error() -> *const c_char {
 #[no_mangle]
 pub extern "C" fn tw_status_str(status: c_int) -> *const c_char {
     use tw_status::*;
-    const ALL: [tw_status; 14] = [
+    const ALL: [tw_status; 15] = [
         TW_OK,
         TW_ERR_NULL_ARGUMENT,
         TW_ERR_INVALID_UTF8,
@@ -666,6 +892,7 @@ pub extern "C" fn tw_status_str(status: c_int) -> *const c_char {
         TW_ERR_BUFFER_TOO_SMALL,
         TW_ERR_UNAVAILABLE,
         TW_ERR_TOO_MANY_TOPICS,
+        TW_ERR_WRONG_THREAD,
     ];
     let name: &'static CStr = match ALL.into_iter().find(|s| *s as c_int == status) {
         Some(TW_OK) => c"TW_OK",
@@ -682,6 +909,7 @@ pub extern "C" fn tw_status_str(status: c_int) -> *const c_char {
         Some(TW_ERR_BUFFER_TOO_SMALL) => c"TW_ERR_BUFFER_TOO_SMALL",
         Some(TW_ERR_UNAVAILABLE) => c"TW_ERR_UNAVAILABLE",
         Some(TW_ERR_TOO_MANY_TOPICS) => c"TW_ERR_TOO_MANY_TOPICS",
+        Some(TW_ERR_WRONG_THREAD) => c"TW_ERR_WRONG_THREAD",
         None => c"TW_UNKNOWN_STATUS",
     };
     name.as_ptr()
@@ -798,6 +1026,42 @@ mod tests {
     }
 
     #[test]
+    fn the_c_defaults_are_the_brokers_and_every_field_reaches_it() {
+        // SAFETY: the defaults hold static strings or NULL.
+        let config = unsafe { config_of(&default_config()) }.expect("defaults");
+        assert_eq!(config, Config::default());
+        let c = tw_config {
+            jwt_leeway_secs: 2,
+            history: 7,
+            history_memory: 1 << 20,
+            max_update_rate: 2.5,
+            max_topics: 9,
+            max_json_depth: 3,
+            compression: false,
+            compress_min: 0,
+            redis_prefix: c"feed".as_ptr(),
+            ..default_config()
+        };
+        // SAFETY: as above.
+        let config = unsafe { config_of(&c) }.expect("config");
+        assert_eq!(
+            config,
+            Config {
+                jwt_leeway: Duration::from_secs(2),
+                history: 7,
+                history_memory: 1 << 20,
+                max_update_rate: 2.5,
+                max_topics: 9,
+                max_json_depth: 3,
+                compression: false,
+                compress_min: 0,
+                redis_prefix: "feed".to_owned(),
+                ..Config::default()
+            }
+        );
+    }
+
+    #[test]
     fn a_panic_becomes_internal_with_a_message() {
         let status = guard(tw_status::TW_ERR_INTERNAL, || -> tw_status {
             panic!("a bug");
@@ -816,21 +1080,47 @@ mod tests {
             (TW_ERR_BUFFER_TOO_SMALL, "TW_ERR_BUFFER_TOO_SMALL"),
             (TW_ERR_UNAVAILABLE, "TW_ERR_UNAVAILABLE"),
             (TW_ERR_TOO_MANY_TOPICS, "TW_ERR_TOO_MANY_TOPICS"),
+            (TW_ERR_WRONG_THREAD, "TW_ERR_WRONG_THREAD"),
         ] {
             assert_eq!(text(tw_status_str(status as c_int)), name);
         }
-        for code in -13..=0 {
+        for code in -14..=0 {
             assert_ne!(text(tw_status_str(code)), "TW_UNKNOWN_STATUS", "{code}");
         }
-        for code in [1, -14, c_int::MIN, c_int::MAX] {
+        for code in [1, -15, c_int::MIN, c_int::MAX] {
             assert_eq!(text(tw_status_str(code)), "TW_UNKNOWN_STATUS");
+        }
+    }
+
+    #[test]
+    fn an_older_config_is_filled_and_read_only_as_far_as_it_goes() {
+        let (old_size, old_fields) = config_layouts()[0];
+        assert_eq!(old_size % std::mem::align_of::<tw_config>(), 0);
+        assert!(old_fields <= old_size && old_size < std::mem::size_of::<tw_config>());
+        // An old program's struct, with bytes of ours after it that must stay untouched.
+        let mut buf = vec![0xA5u8; std::mem::size_of::<tw_config>() + 8];
+        let cfg = buf.as_mut_ptr().cast::<tw_config>();
+        // SAFETY: `buf` has more than `old_size` writable bytes.
+        assert_eq!(unsafe { tw_config_init(cfg, old_size) }, tw_status::TW_OK);
+        assert!(
+            buf[old_fields..].iter().all(|&b| b == 0xA5),
+            "wrote past the old fields"
+        );
+        // SAFETY: the first field is the size, just written.
+        assert_eq!(unsafe { cfg.cast::<usize>().read_unaligned() }, old_size);
+        for bad in [0, 3, old_size + 8, std::mem::size_of::<tw_config>() + 8] {
+            // SAFETY: `buf` has room for any of these sizes but the last, which is refused
+            // before anything is written.
+            let status = unsafe { tw_config_init(cfg, bad) };
+            assert_eq!(status, tw_status::TW_ERR_CONFIG, "{bad}");
+            assert!(text(tw_last_error()).contains("not one this library knows"));
         }
     }
 
     #[test]
     fn the_last_error_is_per_thread() {
         // SAFETY: NULL is allowed.
-        let status = unsafe { tw_config_init(std::ptr::null_mut()) };
+        let status = unsafe { tw_config_init(std::ptr::null_mut(), 0) };
         assert_eq!(status, tw_status::TW_ERR_NULL_ARGUMENT);
         assert_eq!(text(tw_last_error()), "cfg is NULL");
         let other = std::thread::spawn(|| text(tw_last_error()))

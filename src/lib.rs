@@ -26,10 +26,11 @@
 //!   UTF-8 validation and close codes, all pure functions and state machines over byte slices.
 //! - [`server`]: the mio event loop workers that own the sockets: accepting, reading, HTTP
 //!   keep-alive and upgrades, writing many frames per call, conflation, the closing handshake,
-//!   timeouts and pings. It calls an application through the [`server::Handler`] trait and knows
-//!   nothing of topics.
-//! - [`broker`]: topics, subscriptions, the last-value cache, the publish queue, fan-out and the
-//!   local publish API: the application the server runs.
+//!   timeouts and pings, and TLS under any of it. It calls an application through the
+//!   [`server::Handler`] trait and knows nothing of topics.
+//! - [`broker`]: topics, subscriptions, the last-value cache, the publish queue, fan-out, the
+//!   local publish API and entitlements (tokens, grants, expiry): the application the server
+//!   runs.
 //! - `cluster` (feature `redis`): several nodes sharing one feed through Redis (`--redis URL`):
 //!   publications sequenced by a Lua script in Redis, a pattern subscription feeding the local
 //!   queues, last values kept in Redis, reconnection with backoff.
@@ -131,6 +132,8 @@ pub struct Stats {
 pub struct Broker {
     server: Option<Server>,
     shared: Arc<BrokerShared>,
+    /// The public listener's TLS settings, for [`Broker::reload`].
+    tls: Option<Arc<server::tls::TlsAcceptor>>,
 }
 
 /// Builds a [`Config`] step by step; see [`Broker::builder`].
@@ -155,6 +158,19 @@ impl BrokerBuilder {
     }
     pub fn publish_token(mut self, token: impl Into<String>) -> Self {
         self.config.publish_token = Some(token.into());
+        self
+    }
+    /// Entitlements: subscribers need a JWT checked with the key in this file (see
+    /// [`Config::jwt_key`]).
+    pub fn jwt_key(mut self, path: impl Into<String>) -> Self {
+        self.config.jwt_key = Some(path.into());
+        self
+    }
+    /// TLS on the public listener (wss:// and https://) with this PEM certificate chain and
+    /// private key (see [`Config::tls_cert`]).
+    pub fn tls(mut self, cert_path: impl Into<String>, key_path: impl Into<String>) -> Self {
+        self.config.tls_cert = Some(cert_path.into());
+        self.config.tls_key = Some(key_path.into());
         self
     }
     /// Any other setting.
@@ -193,6 +209,13 @@ impl Broker {
     /// publications until the link is up (see [`Broker::health`]).
     pub fn start_with(config: Config, hooks: Hooks) -> Result<Broker, Error> {
         config.validate().map_err(Error::Config)?;
+        let verifier = load_verifier(&config).map_err(Error::Config)?;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(
+                server::tls::TlsAcceptor::from_files(cert, key).map_err(Error::Config)?,
+            )),
+            _ => None,
+        };
         let workers = config.worker_count();
         #[cfg(feature = "redis")]
         let redis = match &config.redis {
@@ -221,16 +244,19 @@ impl Broker {
             engine: Default::default(),
             clients_open: Default::default(),
             hooks,
+            verifier: parking_lot::RwLock::new(verifier),
         });
         let engine_config = engine_config(&config, workers);
         let limits = fdlimit::connection_limits(config.max_connections);
         let mut listeners = vec![Listen {
             addr: config.listen,
             max_connections: Some(limits.public),
+            tls: tls.clone(),
         }];
         listeners.extend(config.local_listen.map(|addr| Listen {
             addr,
             max_connections: Some(limits.local),
+            tls: None,
         }));
         let mut receivers: Vec<_> = receivers.into_iter().map(Some).collect();
         let server = Server::start(engine_config, &listeners, |i| {
@@ -250,12 +276,19 @@ impl Broker {
         })?;
         shared.hub.set_notifiers(server.notifiers());
         log::info!(
-            "broker started with {workers} worker(s): subscribers at ws://{}/ws, local API {}",
+            "broker started with {workers} worker(s): subscribers at {}://{}/ws, local API {}{}{}",
+            if tls.is_some() { "wss" } else { "ws" },
             server.local_addrs()[0],
             server
                 .local_addrs()
                 .get(1)
-                .map_or_else(|| "off".to_owned(), |a| format!("at http://{a}"))
+                .map_or_else(|| "off".to_owned(), |a| format!("at http://{a}")),
+            if config.jwt_key.is_some() {
+                ", tokens required to subscribe"
+            } else {
+                ""
+            },
+            if tls.is_some() { ", TLS on" } else { "" },
         );
         let _ = shared.engine.set(server.stats_source());
         fdlimit::warn_if_short(&limits, config.max_connections);
@@ -279,7 +312,45 @@ impl Broker {
         Ok(Broker {
             server: Some(server),
             shared,
+            tls,
         })
+    }
+
+    /// Reads again, from the same files, what [`Config::tls_cert`], [`Config::tls_key`] and
+    /// [`Config::jwt_key`] name (the command does this on SIGHUP). New TLS handshakes get the
+    /// new certificate and established connections keep going; new tokens are checked with
+    /// the new key and connections keep the grants they hold until their tokens expire. What
+    /// fails to load is left as it was, and the error says what and why.
+    pub fn reload(&self) -> Result<(), Error> {
+        if self.tls.is_none() && self.shared.config.jwt_key.is_none() {
+            log::info!("reload: no TLS certificate and no token key configured: nothing to read");
+            return Ok(());
+        }
+        let mut errors = Vec::new();
+        if let Some(tls) = &self.tls {
+            match tls.reload() {
+                Ok(()) => log::info!("reloaded the TLS certificate and key"),
+                Err(e) => errors.push(format!("{e}; the previous certificate stays in use")),
+            }
+        }
+        match load_verifier(&self.shared.config) {
+            Ok(Some(v)) => {
+                *self.shared.verifier.write() = Some(v);
+                log::info!("reloaded the token key (jwt_key)");
+            }
+            Ok(None) => {}
+            Err(e) => errors.push(format!("{e}; the previous key stays in use")),
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Config(errors.join("; ")))
+        }
+    }
+
+    /// Whether this public listener speaks TLS (wss:// and https://).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// A handle to publish with, from any thread.
@@ -328,8 +399,26 @@ impl Broker {
     /// Stops gracefully, all within [`SHUTDOWN_WITHIN`]: refuses new publications, delivers the
     /// ones already accepted, answers the HTTP requests already read, sends close 1001 to every
     /// client and waits for their close frames, and joins the worker threads.
+    ///
+    /// Called on one of the broker's own worker threads (from an `on_connection` hook), it cannot
+    /// wait for the workers, since it runs on one of them: it starts the same stop and returns
+    /// at once, and the workers finish on their own within [`SHUTDOWN_WITHIN`] (the calling one
+    /// once the hook returns). It never deadlocks. Dropping the broker there does the same.
     pub fn shutdown(mut self) {
         self.stop();
+    }
+
+    /// Whether the calling thread is one of this broker's workers (where hooks run).
+    pub fn is_worker_thread(&self) -> bool {
+        self.server.as_ref().is_some_and(Server::is_worker_thread)
+    }
+
+    /// The workers' thread ids (empty once stopped).
+    pub(crate) fn worker_threads(&self) -> Vec<std::thread::ThreadId> {
+        self.server
+            .as_ref()
+            .map(Server::worker_threads)
+            .unwrap_or_default()
     }
 
     fn stop(&mut self) {
@@ -340,8 +429,13 @@ impl Broker {
         // and exiting fit inside it on a busy machine too.
         let deadline = std::time::Instant::now() + SHUTDOWN_WITHIN - Duration::from_secs(1);
         self.shared.hub.stop_publishing();
+        let on_worker = server.is_worker_thread();
         server.shutdown_by(deadline);
-        log::info!("broker stopped");
+        if on_worker {
+            log::info!("broker stopping (its workers finish on their own)");
+        } else {
+            log::info!("broker stopped");
+        }
     }
 }
 
@@ -349,6 +443,20 @@ impl Drop for Broker {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The token verifier for `--jwt-key`, read from its file.
+fn load_verifier(config: &Config) -> Result<Option<Arc<broker::auth::Verifier>>, String> {
+    let Some(path) = &config.jwt_key else {
+        return Ok(None);
+    };
+    let v = broker::auth::Verifier::from_file(
+        path,
+        config.jwt_audience.as_deref(),
+        config.jwt_issuer.as_deref(),
+        config.jwt_leeway.as_secs(),
+    )?;
+    Ok(Some(Arc::new(v)))
 }
 
 /// The engine's settings for a broker's config.

@@ -1,5 +1,6 @@
 //! The `tickwire` command: settings from flags and a TOML file, logging, signals, the `--demo`
-//! feed, and a graceful stop on SIGINT/SIGTERM.
+//! feed, a graceful stop on SIGINT/SIGTERM, and on SIGHUP a reload of the TLS certificate and
+//! key and of the token key from their files.
 //!
 //! Every flag but `--config` is also a key of the config file, with the same name in
 //! snake_case (`--max-payload` is `max_payload`), and every key is a flag: the flags are turned
@@ -12,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tickwire::{Broker, Config};
 
 /// A WebSocket pub/sub broker for live market data.
@@ -143,6 +144,28 @@ struct Cli {
     /// (it may or may not have been published) [default: 5]
     #[arg(long, value_name = "SECS")]
     redis_answer_timeout: Option<String>,
+    /// Subscribers need a JWT (?token=, Authorization: Bearer, or the auth op) checked with the
+    /// key in FILE: a PEM RSA public key (RS256), a PEM P-256 public key (ES256), or else an
+    /// HS256 secret (at least 32 bytes); its "topics" claim lists the patterns granted. Reread
+    /// on SIGHUP [default: off]
+    #[arg(long, value_name = "FILE")]
+    jwt_key: Option<String>,
+    /// The audience tokens must name in "aud" (without it, tokens with an "aud" are refused)
+    #[arg(long, value_name = "AUD")]
+    jwt_audience: Option<String>,
+    /// The issuer tokens must name in "iss"
+    #[arg(long, value_name = "ISS")]
+    jwt_issuer: Option<String>,
+    /// Seconds of clock skew allowed around a token's exp and nbf, at most 30 [default: 5]
+    #[arg(long, value_name = "SECS")]
+    jwt_leeway: Option<String>,
+    /// PEM certificate chain (leaf first): the public listener speaks TLS 1.2/1.3 (wss://,
+    /// https://); with --tls-key; both reread on SIGHUP [default: off]
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<String>,
+    /// PEM private key of --tls-cert
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<String>,
     /// Publish a synthetic feed: 50 symbols on quotes/<SYMBOL>, a few updates a second each
     #[arg(long)]
     demo: bool,
@@ -190,7 +213,7 @@ fn main() -> ExitCode {
         let _ = signal_hook::flag::register_conditional_shutdown(signal, 1, stopping.clone());
         let _ = signal_hook::flag::register(signal, stopping.clone());
     }
-    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
+    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("tickwire: cannot handle signals: {e}");
@@ -220,8 +243,17 @@ fn main() -> ExitCode {
         None
     };
 
-    // Sleeps until a signal comes: no polling.
-    let signal = signals.forever().next();
+    // Sleeps until a signal comes: no polling. SIGHUP reloads; the others stop.
+    let mut signal = None;
+    for s in signals.forever() {
+        if s != SIGHUP {
+            signal = Some(s);
+            break;
+        }
+        if let Err(e) = broker.reload() {
+            log::error!("SIGHUP: reload failed: {e}");
+        }
+    }
     log::info!(
         "stopping on signal {}: closing connections with 1001",
         signal.unwrap_or(0)
@@ -354,8 +386,13 @@ fn typed(
 fn print_banner(broker: &Broker, demo: bool) {
     use std::io::Write;
     let public = broker.public_addr();
+    let (http, ws) = if broker.is_tls() {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
     let mut text = format!(
-        "tickwire {} is running\n  quote board:  http://{public}/\n  subscribe:    ws://{public}/ws\n",
+        "tickwire {} is running\n  quote board:  {http}://{public}/\n  subscribe:    {ws}://{public}/ws\n",
         env!("CARGO_PKG_VERSION")
     );
     match broker.local_addr() {
@@ -374,6 +411,11 @@ fn print_banner(broker: &Broker, demo: bool) {
             "  redis:        {} (prefix {}), {state}\n",
             tickwire::config::redact_url(url),
             broker.config().redis_prefix
+        ));
+    }
+    if let Some(key) = &broker.config().jwt_key {
+        text.push_str(&format!(
+            "  tokens:       required to subscribe, checked with {key}\n"
         ));
     }
     if demo {
@@ -401,6 +443,11 @@ mod tests {
         let mut c = Config::default();
         c.publish_token = Some("t".into());
         c.redis = Some("redis://x".into());
+        c.jwt_key = Some("k".into());
+        c.jwt_audience = Some("a".into());
+        c.jwt_issuer = Some("i".into());
+        c.tls_cert = Some("c".into());
+        c.tls_key = Some("k".into());
         let table = toml::Table::try_from(c).expect("serializes");
         table.keys().cloned().collect()
     }

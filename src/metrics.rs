@@ -95,6 +95,8 @@ pub(crate) struct Metrics {
     /// Publications (a batch counts once) handed to Redis whose answer a worker still owes its
     /// client: neither answered by Redis nor given up on yet.
     pub awaiting_answer: AtomicU64,
+    /// Tokens accepted and refused, connections closed at expiry (`--jwt-key`).
+    pub auth: crate::broker::auth::AuthMetrics,
 }
 
 impl Metrics {
@@ -195,6 +197,12 @@ impl Metrics {
             "counter",
             "Connections closed with 1008 for flooding (requests, pings).",
             engine.abuse_closed,
+        );
+        one(
+            "tls_errors_total",
+            "counter",
+            "TLS connections ended by a TLS error (not TLS, a failed handshake, a bad record).",
+            engine.tls_errors,
         );
         one(
             "http_requests_total",
@@ -321,6 +329,7 @@ impl Metrics {
                 get(a)
             );
         }
+        self.auth.render(&mut out);
         out
     }
 }

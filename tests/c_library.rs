@@ -386,6 +386,13 @@ fn bad_arguments_get_status_codes_and_messages() {
             "payload over the limit: TW_ERR_PAYLOAD_TOO_LARGE: payload of 100 bytes is over the \
              limit of 64 bytes",
             "publish after stop: TW_ERR_STOPPED: the broker is shutting down",
+            // tw_config's size (evolvable config), and stopping from the callback.
+            "a config size no header has: TW_ERR_CONFIG: tw_config size 3 is not one this \
+             library knows",
+            "a config of an unknown size: NULL: invalid configuration: tw_config size 12345",
+            "stop from the callback: TW_ERR_WRONG_THREAD: tw_broker_stop called on one of the \
+             broker's worker threads",
+            "stop from the main thread: TW_OK",
         ] {
             assert!(
                 ended.stdout.contains(expected),
@@ -393,6 +400,19 @@ fn bad_arguments_get_status_codes_and_messages() {
                 ended.stdout
             );
         }
+    }
+}
+
+#[test]
+fn a_program_built_against_an_older_header_still_works() {
+    let dir = examples();
+    for variant in ["old_header-static", "old_header-shared"] {
+        let ended = Program::example(&dir, variant, &[], LIMIT).succeeds();
+        assert!(
+            ended.stdout.contains("from an older header"),
+            "{variant}: {}",
+            ended.stdout
+        );
     }
 }
 
@@ -443,6 +463,12 @@ fn the_c_programs_are_clean_under_valgrind() {
 
     let ended = under_valgrind(&dir, "bad_arguments-shared", &[]).succeeds();
     assert!(ended.stdout.contains("0 failure(s)"), "{}", ended.stdout);
+    let ended = under_valgrind(&dir, "old_header-shared", &[]).succeeds();
+    assert!(
+        ended.stdout.contains("from an older header"),
+        "{}",
+        ended.stdout
+    );
 }
 
 #[test]

@@ -1,8 +1,10 @@
 //! Properties of the sans-IO layers, checked on generated inputs: a frame stream decodes to the
 //! same messages however it is chunked (with permessage-deflate too), encode/decode
-//! round-trips, and the subscription trie agrees with the naive matcher.
+//! round-trips, the subscription trie agrees with the naive matcher, and entitlement coverage
+//! is exact (what it allows is all granted; what it refuses has a topic to show for it).
 
 use proptest::prelude::*;
+use tickwire::broker::coverage::Grants;
 use tickwire::broker::index::SubscriptionIndex;
 use tickwire::broker::topic;
 use tickwire::server::ConnId;
@@ -228,6 +230,71 @@ proptest! {
         }
         for t in &topics {
             index.for_each_match(t, |c| panic!("{c:?} still matches {t} after removal"));
+        }
+    }
+}
+
+/// Every topic of 1 to `max` levels over `alphabet`.
+fn all_topics(alphabet: &[&str], max: usize) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut layer: Vec<String> = alphabet.iter().map(|s| s.to_string()).collect();
+    for _ in 0..max {
+        out.extend(layer.iter().cloned());
+        layer = layer
+            .iter()
+            .flat_map(|t| alphabet.iter().map(move |l| format!("{t}/{l}")))
+            .collect();
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Grants and patterns over the literals `a` and `b`; topics over `a`, `b` and `c` (a level
+    /// no grant names, standing for every other). Covered means every matching topic is granted
+    /// (checked on every topic up to 6 levels, past any grant's length); not covered means the
+    /// example topic given matches the pattern and no grant.
+    #[test]
+    fn coverage_is_exact(
+        grants in prop::collection::vec("(a|b|\\+)(/(a|b|\\+)){0,3}(/#)?|#", 0..5),
+        pattern in "(a|b|\\+)(/(a|b|\\+)){0,3}(/#)?|#",
+    ) {
+        let g = Grants::new(&grants).expect("generated grants are valid");
+        match g.uncovered(&pattern) {
+            None => {
+                for t in all_topics(&["a", "b", "c"], 6) {
+                    if topic::matches(&pattern, &t) {
+                        prop_assert!(
+                            grants.iter().any(|g| topic::matches(g, &t)),
+                            "{pattern} called covered by {grants:?}, but {t} is not granted"
+                        );
+                    }
+                }
+            }
+            Some(example) => {
+                prop_assert!(topic::validate_topic(&example).is_ok(), "{example}");
+                prop_assert!(topic::matches(&pattern, &example), "{example} vs {pattern}");
+                prop_assert!(
+                    !grants.iter().any(|g| topic::matches(g, &example)),
+                    "{example} is granted by {grants:?}"
+                );
+            }
+        }
+    }
+
+    /// Random topics matching a covered pattern are granted, with longer names too.
+    #[test]
+    fn covered_patterns_only_reach_granted_topics(
+        grants in prop::collection::vec("([a-c]{1,2}|\\+)(/([a-c]{1,2}|\\+)){0,4}(/#)?|#", 1..6),
+        pattern in "([a-c]{1,2}|\\+)(/([a-c]{1,2}|\\+)){0,4}(/#)?|#",
+        topics in prop::collection::vec("[a-d]{1,3}(/[a-d]{1,3}){0,6}", 1..40),
+    ) {
+        let g = Grants::new(&grants).expect("valid");
+        if g.covers(&pattern) {
+            for t in topics.iter().filter(|t| topic::matches(&pattern, t)) {
+                prop_assert!(grants.iter().any(|g| topic::matches(g, t)), "{t}");
+            }
         }
     }
 }

@@ -10,13 +10,17 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "system packages the tests need (valgrind, a C/C++ toolchain, make, redis-server)"
+step "system packages the tests need (valgrind, a C/C++ toolchain, make, redis-server, openssl, curl)"
 missing=()
 command -v valgrind >/dev/null || missing+=(valgrind)
 # tests/redis_nodes.rs runs several nodes against a real Redis (it starts its own, on a free port).
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v make >/dev/null || missing+=(make)
 command -v g++ >/dev/null || missing+=(g++)
+# tests/entitlements.rs makes RSA keys and tests/tls.rs checks TLS 1.1 is refused with openssl;
+# tests/tls.rs fetches the board over https with curl; the browser test makes its certificate.
+command -v openssl >/dev/null || missing+=(openssl)
+command -v curl >/dev/null || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" </dev/null

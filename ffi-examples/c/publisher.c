@@ -64,7 +64,7 @@ int main(int argc, char **argv) {
     }
 
     tw_config cfg;
-    tw_config_init(&cfg);
+    tw_config_init(&cfg, sizeof cfg);
     cfg.listen = listen;
     cfg.local_listen = NULL; /* this program is the only publisher */
     cfg.workers = 1;

@@ -28,7 +28,7 @@ inline void check(tw_status status) {
 
 class Config {
   public:
-    Config() { check(tw_config_init(&raw_)); }
+    Config() { check(tw_config_init(&raw_, sizeof raw_)); }
     Config &listen(std::string addr) {
         listen_ = std::move(addr);
         raw_.listen = listen_.c_str();

@@ -15,10 +15,15 @@
 //!   `/metrics`, `/healthz`, `/topics` on the local listener.
 //! - `pending`: publications handed to Redis whose answers the worker owes its clients; it never
 //!   waits for them.
+//! - [`auth`]: JWT verification (`--jwt-key`); [`coverage`]: whether granted patterns cover a
+//!   subscribe pattern; `entitlements`: a worker's tokens, their checks and their expiry.
 
+pub mod auth;
 pub(crate) mod cache;
+pub mod coverage;
 mod delivery;
 pub mod delta;
+mod entitlements;
 mod fanout;
 pub(crate) mod hub;
 pub mod index;
@@ -72,6 +77,8 @@ pub(crate) struct BrokerShared {
     /// WebSocket clients (subscribers and streaming publishers) open now.
     pub clients_open: AtomicUsize,
     pub hooks: Hooks,
+    /// Checks subscribers' tokens (`--jwt-key`); replaced by a reload.
+    pub verifier: parking_lot::RwLock<Option<Arc<auth::Verifier>>>,
 }
 
 /// What happened to a WebSocket client connection.
@@ -168,6 +175,8 @@ pub(crate) struct BrokerWorker {
     rate_timers: BinaryHeap<fanout::RateTimer>,
     /// When the worker started: subscribers count their request windows from it.
     started: std::time::Instant,
+    /// Tokens held by this worker's connections (`--jwt-key`).
+    auth: entitlements::WorkerAuth,
 }
 
 impl BrokerWorker {
@@ -185,6 +194,7 @@ impl BrokerWorker {
             snapshots_this_turn: 0,
             rate_timers: BinaryHeap::new(),
             started: std::time::Instant::now(),
+            auth: Default::default(),
         }
     }
 
@@ -240,7 +250,7 @@ impl Handler for BrokerWorker {
         body: &[u8],
     ) -> Route {
         if listener == PUBLIC {
-            self.public_route(req)
+            self.public_route(conn, req)
         } else {
             self.local_route(conn, req, body)
         }
@@ -253,6 +263,7 @@ impl Handler for BrokerWorker {
             self.set_client(conn, Some(Client::Publisher(StreamPublisher::new(serial))));
             return;
         }
+        self.adopt_upgrade_token(conn, out.now());
         self.open_subscriber(conn, req, out);
     }
 
@@ -275,6 +286,7 @@ impl Handler for BrokerWorker {
     }
 
     fn on_close(&mut self, conn: ConnId) {
+        self.auth.forget(conn);
         let client = self.clients.get_mut(conn.0).and_then(Option::take);
         match client {
             Some(Client::Subscriber(sub)) => {
@@ -293,6 +305,7 @@ impl Handler for BrokerWorker {
     }
 
     fn on_turn(&mut self, out: &mut Outbox<'_>) {
+        self.expire_tokens(out);
         if self.pending.has_work() {
             self.answer_pending(out);
         }
@@ -324,9 +337,13 @@ impl Handler for BrokerWorker {
     }
 
     fn next_deadline(&self) -> Option<std::time::Instant> {
-        match (self.pending.next_deadline(), self.next_rate_slot()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.pending.next_deadline(),
+            self.next_rate_slot(),
+            self.auth.next_expiry(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }

@@ -3,12 +3,13 @@
 //! `tickwire.v1` subprotocol), 404 and 405 for the rest.
 
 use super::{BrokerWorker, SUBPROTOCOL};
-use crate::server::{Limits, Request, Response, Route};
+use crate::server::{ConnId, Limits, Request, Response, Route};
 use crate::ws::handshake::offered_protocols;
 
 impl BrokerWorker {
-    pub(super) fn public_route(&self, req: &Request<'_>) -> Route {
-        let metrics = &self.shared.hub.metrics;
+    pub(super) fn public_route(&mut self, conn: ConnId, req: &Request<'_>) -> Route {
+        let shared = self.shared.clone();
+        let metrics = &shared.hub.metrics;
         let answer = |resp: Response| {
             metrics.http_error(resp.status);
             Route::Http(resp)
@@ -21,7 +22,11 @@ impl BrokerWorker {
             )),
             ("GET", "/tickwire.js") => Route::Http(tickwire_js(req)),
             ("GET", "/ws") => {
-                if let Some(refusal) = self.check_origin(req) {
+                // With `--jwt-key`, a bad token is answered 401 before the upgrade.
+                let refusal = self
+                    .check_origin(req)
+                    .or_else(|| self.authorize_upgrade(conn, req));
+                if let Some(refusal) = refusal {
                     return answer(refusal);
                 }
                 let protocol = offered_protocols(req)

@@ -151,11 +151,7 @@ impl BrokerWorker {
                 out.send_text(conn, &protocol::pong(id.as_deref()));
                 Ok(())
             }
-            protocol::Request::Auth { id, .. } => Err(ClientError::new(
-                ErrorCode::BadRequest,
-                "tokens are not configured on this server: subscribe without one",
-                id,
-            )),
+            protocol::Request::Auth { token, id } => self.authenticate(conn, &token, id, out),
         });
         if let Err(e) = result {
             self.send_error(conn, &e, out);
@@ -173,6 +169,8 @@ impl BrokerWorker {
     ) -> Result<(), ClientError> {
         let patterns = dedup(request.topics);
         let id = check_patterns(&patterns, request.id)?;
+        // Entitlements (`--jwt-key`, entitlements.rs): every pattern granted, or none subscribed.
+        let id = self.check_entitled(conn, &patterns, id)?;
         let max = self.shared.config.max_subscriptions;
         if request.since.len() > max {
             return Err(ClientError::new(
@@ -252,28 +250,36 @@ impl BrokerWorker {
     ) -> Result<(), ClientError> {
         let patterns = dedup(patterns);
         let id = check_patterns(&patterns, id)?;
-        if let Some(sub) = self.subscriber(conn) {
-            sub.patterns_changed += 1;
-            let removed: Vec<&String> = patterns
-                .iter()
-                .filter(|p| sub.patterns.remove(p.as_str()))
-                .collect();
-            if let Some(rate) = &mut sub.rate {
-                let remaining = &sub.patterns;
-                rate.unsubscribed(&removed, || remaining.iter().collect());
-            }
-            let delta_change = sub.deltas.as_mut().map_or(0, |d| d.unsubscribed(&removed));
-            self.shared.hub.want_deltas(delta_change);
-            for p in removed {
-                self.index.remove(p, conn);
-                self.shared.count_subscription(p, -1);
-            }
-        }
+        self.remove_patterns(conn, &patterns);
         out.send_text(
             conn,
             &protocol::ack("unsubscribed", &patterns, id.as_deref()),
         );
         Ok(())
+    }
+
+    /// Ends the connection's subscriptions to `patterns` (those it has): an unsubscribe, or a
+    /// refreshed token that no longer grants them. What is still owed or held back for them
+    /// (snapshots, rate slots) is not sent.
+    pub(super) fn remove_patterns(&mut self, conn: ConnId, patterns: &[String]) {
+        let Some(sub) = self.subscriber(conn) else {
+            return;
+        };
+        sub.patterns_changed += 1;
+        let removed: Vec<&String> = patterns
+            .iter()
+            .filter(|p| sub.patterns.remove(p.as_str()))
+            .collect();
+        if let Some(rate) = &mut sub.rate {
+            let remaining = &sub.patterns;
+            rate.unsubscribed(&removed, || remaining.iter().collect());
+        }
+        let delta_change = sub.deltas.as_mut().map_or(0, |d| d.unsubscribed(&removed));
+        self.shared.hub.want_deltas(delta_change);
+        for p in removed {
+            self.index.remove(p, conn);
+            self.shared.count_subscription(p, -1);
+        }
     }
 }
 

@@ -3,10 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
-
 use super::held::Held;
 use super::outbound::OutQueue;
+use super::transport::Transport;
 use crate::ws::WsContext;
 
 /// Where a connection is in its life.
@@ -79,7 +78,8 @@ impl Phase {
 
 #[derive(Debug)]
 pub(crate) struct Conn {
-    pub socket: TcpStream,
+    /// Plain TCP, or TLS over it: plaintext either way.
+    pub socket: Transport,
     /// Which listener accepted it (index into the server's list).
     pub listener: usize,
     pub phase: Phase,
@@ -105,7 +105,7 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub fn new(socket: TcpStream, listener: usize, now: Instant, timeout: Duration) -> Self {
+    pub fn new(socket: Transport, listener: usize, now: Instant, timeout: Duration) -> Self {
         Conn {
             socket,
             listener,

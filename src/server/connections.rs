@@ -3,7 +3,6 @@
 //! queueing bytes, answering requests, closing, failing, draining, writing, removing.
 
 use std::mem;
-use std::net::Shutdown;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
@@ -266,6 +265,10 @@ impl Connections {
         if c.out.len_bytes() < before {
             c.last_progress = self.now;
         }
+        // With TLS the queue can be empty while records still wait for the socket.
+        if let Ok(true) = result {
+            result = c.socket.flush_pending();
+        }
         // Caught up enough: the held-back latest frames go out, a queue's worth at a time.
         while result.is_ok() && c.out.len_bytes() <= refill_below {
             let Some(held) = c.held.as_mut() else { break };
@@ -289,7 +292,7 @@ impl Connections {
         match result {
             Ok(done) => {
                 if done && matches!(c.phase, Phase::Draining { .. }) {
-                    let _ = c.socket.shutdown(Shutdown::Write);
+                    c.socket.shutdown_write();
                     c.phase = Phase::Lingering {
                         deadline: self.now + self.config.close_timeout,
                     };

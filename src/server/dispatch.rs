@@ -317,7 +317,7 @@ mod tests {
         let mut conns = Connections::new(config, Arc::new(Shared::default()));
         let socket = mio::net::TcpStream::from_std(server);
         let id = conns.conns.insert(Conn::new(
-            socket,
+            crate::server::transport::Transport::Plain(socket),
             0,
             Instant::now(),
             Duration::from_secs(10),

@@ -19,6 +19,8 @@
 //! - [`Outbox`] (`outbox`): what the handler may do to connections.
 //! - `outbound`, `held`: a connection's queue of frames to write, and conflation.
 //! - `timers`: timeouts and pings. `stats`: counters.
+//! - `transport`: a connection's socket, plain TCP or TLS over it; [`tls`]: a listener's
+//!   certificate and key, and reloading them.
 
 mod conn;
 mod connections;
@@ -29,6 +31,8 @@ mod outbound;
 mod outbox;
 mod stats;
 mod timers;
+pub mod tls;
+mod transport;
 mod worker;
 
 use std::io;
@@ -118,11 +122,15 @@ impl Default for ServerConfig {
     }
 }
 
-/// A listening address, and how many connections it may have open (`None`: the config's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A listening address, how many connections it may have open (`None`: the config's), and
+/// whether it speaks TLS.
+#[derive(Debug, Clone)]
 pub struct Listen {
     pub addr: SocketAddr,
     pub max_connections: Option<usize>,
+    /// TLS for every connection of this listener (its certificate can be reloaded through
+    /// this handle), or `None` for plain TCP.
+    pub tls: Option<Arc<tls::TlsAcceptor>>,
 }
 
 impl From<SocketAddr> for Listen {
@@ -130,6 +138,7 @@ impl From<SocketAddr> for Listen {
         Listen {
             addr,
             max_connections: None,
+            tls: None,
         }
     }
 }
@@ -360,6 +369,7 @@ impl Server {
             let w = worker::Worker::new(
                 poll,
                 socks,
+                listeners.iter().map(|l| l.tls.clone()).collect(),
                 config.clone(),
                 handler,
                 notifier.clone(),
@@ -392,6 +402,18 @@ impl Server {
         &self.notifiers
     }
 
+    /// Whether the calling thread is one of this server's workers (a handler, or a callback it
+    /// runs): stopping from there cannot wait for the workers.
+    pub fn is_worker_thread(&self) -> bool {
+        let me = std::thread::current().id();
+        self.threads.iter().any(|t| t.thread().id() == me)
+    }
+
+    /// The workers' thread ids.
+    pub fn worker_threads(&self) -> Vec<std::thread::ThreadId> {
+        self.threads.iter().map(|t| t.thread().id()).collect()
+    }
+
     /// Open connections across all workers.
     pub fn connection_count(&self) -> usize {
         self.shared.open_connections()
@@ -417,6 +439,10 @@ impl Server {
 
     /// [`Server::shutdown`], with everything done by `deadline`: whatever is still open then is
     /// dropped.
+    ///
+    /// Called on one of the workers (from a handler or a callback it runs), it cannot wait for
+    /// them (one of them is waiting for it): it starts the stop and returns at once, and the
+    /// workers finish on their own by `deadline`, the calling one when it gets back to its loop.
     pub fn shutdown_by(mut self, deadline: Instant) {
         self.stop(deadline);
     }
@@ -426,6 +452,15 @@ impl Server {
         self.shared.shutting_down.store(true, Ordering::Release);
         for n in &self.notifiers {
             n.force();
+        }
+        if self.is_worker_thread() {
+            // Joining ourselves would never return (std panics on it, at best).
+            log::warn!(
+                "stop called on one of the server's own worker threads: the workers stop on \
+                 their own, without being waited for"
+            );
+            self.threads.clear();
+            return;
         }
         for t in self.threads.drain(..) {
             let _ = t.join();

@@ -18,6 +18,7 @@ pub(crate) struct EngineCounters {
     pub pong_timeouts: AtomicU64,
     pub frames_conflated: AtomicU64,
     pub abuse_closed: AtomicU64,
+    pub tls_errors: AtomicU64,
 }
 
 impl EngineCounters {
@@ -52,6 +53,9 @@ pub struct EngineStats {
     pub frames_conflated: u64,
     /// Closed with 1008 for flooding (pings, requests).
     pub abuse_closed: u64,
+    /// TLS connections ended by a TLS error: not TLS at all, a failed handshake (an old
+    /// protocol version, no shared cipher), a bad record.
+    pub tls_errors: u64,
 }
 
 /// Reads the engine's counters; cheap to clone, usable from any thread.
@@ -74,6 +78,7 @@ impl StatsSource {
             pong_timeouts: get(&c.pong_timeouts),
             frames_conflated: get(&c.frames_conflated),
             abuse_closed: get(&c.abuse_closed),
+            tls_errors: get(&c.tls_errors),
         }
     }
 }

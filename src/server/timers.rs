@@ -12,6 +12,8 @@ use crate::ws::frame::{encode_server_frame, OpCode};
 /// What a sweep found to do; collected first, done after, so the slab is not borrowed twice.
 #[derive(Default)]
 struct Due {
+    /// TLS handshakes not finished in time: there is no channel to say 408 on.
+    tls_unfinished: Vec<usize>,
     too_slow: Vec<usize>,
     idle: Vec<usize>,
     /// Idle past the timeout while answers are still being written.
@@ -30,6 +32,7 @@ pub(crate) fn sweep(conns: &mut Connections) {
     for (id, c) in conns.conns.iter() {
         let expired = c.phase.deadline().is_some_and(|d| now >= d);
         match &c.phase {
+            Phase::Http(_) if expired && c.socket.is_handshaking() => due.tls_unfinished.push(id),
             Phase::Http(h) if expired && h.idle && c.out.len_bytes() == 0 => due.idle.push(id),
             Phase::Http(h) if expired && h.idle => due.idle_writing.push(id),
             Phase::Http(_) if expired => due.too_slow.push(id),
@@ -49,6 +52,10 @@ pub(crate) fn sweep(conns: &mut Connections) {
             }
             _ => {}
         }
+    }
+    for id in due.tls_unfinished {
+        conns.count(|s| &s.handshake_timeouts);
+        conns.remove(id);
     }
     for id in due.too_slow {
         conns.count(|s| &s.handshake_timeouts);

@@ -16,6 +16,8 @@ use mio::{Events, Interest, Poll, Token};
 use super::conn::{Conn, Phase};
 use super::connections::Connections;
 use super::dispatch::consume;
+use super::tls::TlsAcceptor;
+use super::transport::Transport;
 use super::{timers, ConnId, Handler, Notifier, Outbox, Response, ServerConfig, Shared};
 use crate::ws::CloseCode;
 
@@ -37,6 +39,8 @@ const ACCEPTS_PER_TURN: usize = 32;
 pub(crate) struct Worker<H> {
     poll: Poll,
     listeners: Vec<TcpListener>,
+    /// Per listener, its TLS settings (`None`: plain TCP).
+    tls: Vec<Option<Arc<TlsAcceptor>>>,
     handler: H,
     conns: Connections,
     scratch: Box<[u8]>,
@@ -51,6 +55,7 @@ impl<H: Handler> Worker<H> {
     pub fn new(
         poll: Poll,
         listeners: Vec<std::net::TcpListener>,
+        tls: Vec<Option<Arc<TlsAcceptor>>>,
         config: ServerConfig,
         handler: H,
         notifier: Arc<Notifier>,
@@ -66,6 +71,7 @@ impl<H: Handler> Worker<H> {
         Ok(Worker {
             poll,
             listeners: mio_listeners,
+            tls,
             handler,
             conns: Connections::new(config, shared),
             scratch: vec![0u8; SCRATCH_BYTES].into_boxed_slice(),
@@ -210,7 +216,7 @@ impl<H: Handler> Worker<H> {
                 Ok((socket, _)) => {
                     if shared.connections[index].load(Ordering::Relaxed) >= limit {
                         self.conns.count(|s| &s.connections_refused);
-                        refuse(socket);
+                        refuse(socket, self.tls.get(index).is_some_and(Option::is_some));
                         continue;
                     }
                     self.add_connection(socket, index);
@@ -230,6 +236,16 @@ impl<H: Handler> Worker<H> {
 
     fn add_connection(&mut self, mut socket: TcpStream, listener: usize) {
         let _ = socket.set_nodelay(true);
+        let session = match self.tls.get(listener) {
+            Some(Some(acceptor)) => match acceptor.session() {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    log::error!("cannot start a TLS session: {e}");
+                    return;
+                }
+            },
+            _ => None,
+        };
         let entry = self.conns.conns.vacant_entry();
         let id = entry.key();
         if self
@@ -245,6 +261,10 @@ impl<H: Handler> Worker<H> {
             return;
         }
         let now = self.conns.now;
+        let socket = match session {
+            Some(s) => Transport::tls(socket, s),
+            None => Transport::Plain(socket),
+        };
         entry.insert(Conn::new(
             socket,
             listener,
@@ -257,7 +277,8 @@ impl<H: Handler> Worker<H> {
     }
 
     /// Hands on what is buffered, then reads until `WouldBlock` (or the per-turn budget),
-    /// handing each chunk to [`consume`].
+    /// handing each chunk to [`consume`]. TLS may have records to send after reading (its
+    /// handshake): the connection is then flushed at the end of the turn.
     ///
     /// `edge`: called for a readable event. Then a read that does not fill the buffer took all
     /// the socket had (epoll signals every arrival after it, as tokio relies on too), and the
@@ -265,6 +286,18 @@ impl<H: Handler> Worker<H> {
     /// syscall of three per request. Resumed connections read until `WouldBlock`: their data or
     /// end of stream may have arrived while they were paused, and no edge will come again.
     fn on_readable(&mut self, id: usize, edge: bool) {
+        self.read_some(id, edge);
+        if self
+            .conns
+            .conns
+            .get(id)
+            .is_some_and(|c| c.socket.wants_write())
+        {
+            self.conns.touch(id);
+        }
+    }
+
+    fn read_some(&mut self, id: usize, edge: bool) {
         let retry = self
             .conns
             .conns
@@ -281,6 +314,7 @@ impl<H: Handler> Worker<H> {
             if !c.may_read() {
                 return;
             }
+            let c_is_tls = c.socket.is_tls();
             match c.socket.read(&mut self.scratch) {
                 Ok(0) => {
                     self.on_peer_eof(id);
@@ -290,13 +324,18 @@ impl<H: Handler> Worker<H> {
                     c.heard(self.conns.now);
                     consume(&mut self.conns, &mut self.handler, id, &self.scratch[..n]);
                     self.notify_closed();
-                    if edge && n < self.scratch.len() {
+                    // Over TLS a short read of plaintext says nothing of the socket: records
+                    // may still wait in it, so read on until `WouldBlock`.
+                    if edge && n < self.scratch.len() && !c_is_tls {
                         return;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
+                Err(e) => {
+                    if e.kind() == io::ErrorKind::InvalidData && c.socket.is_tls() {
+                        self.conns.count(|s| &s.tls_errors);
+                    }
                     self.conns.remove(id);
                     return;
                 }
@@ -351,10 +390,13 @@ impl<H: Handler> Worker<H> {
 }
 
 /// Refuses a connection over the limit with a best-effort 503 (the socket is new, so the
-/// response fits its buffer) and closes it.
-fn refuse(mut socket: TcpStream) {
+/// response fits its buffer) and closes it. A TLS client could not read a plaintext answer:
+/// it just sees the connection close.
+fn refuse(mut socket: TcpStream, tls: bool) {
     use std::io::Write;
-    let resp = Response::text(503, "too many connections").encode(false);
-    let _ = socket.write(&resp);
+    if !tls {
+        let resp = Response::text(503, "too many connections").encode(false);
+        let _ = socket.write(&resp);
+    }
     let _ = socket.shutdown(Shutdown::Both);
 }

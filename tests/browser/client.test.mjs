@@ -9,7 +9,7 @@ import { createHmac, randomBytes } from "node:crypto";
 import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startBroker, stopBroker, launchBrowser, waitFor, publish, startProxy, brokerHelp, sleep } from "./harness.mjs";
+import { startBroker, stopBroker, launchBrowser, waitFor, publish, startProxy, sleep } from "./harness.mjs";
 
 let broker, browser;
 
@@ -258,12 +258,6 @@ test("unsubscribe: nothing more arrives for the topic (proved by a sentinel on a
   }
 });
 
-// Entitlements (--jwt-key, the auth op) are being built on another branch; this runs once the
-// binary knows the flag.
-const help = brokerHelp();
-const jwtReady = help.includes("--jwt-key");
-const jwtSkip = jwtReady ? false : "this tickwire has no --jwt-key yet (JWT entitlements are on another branch): the test runs once it has";
-
 /** An HS256 JWT, minted as a token service would. */
 function mintJwt(secret, claims) {
   const part = (v) => Buffer.from(JSON.stringify(v)).toString("base64url");
@@ -271,13 +265,12 @@ function mintJwt(secret, claims) {
   return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
 }
 
-test("token refresh: a short-lived token is refreshed over `auth` before it expires; a narrower grant ends a subscription", { skip: jwtSkip, timeout: 60_000 }, async () => {
+test("token refresh: a short-lived token is refreshed over `auth` before it expires; a narrower grant ends a subscription", { timeout: 60_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), "tickwire-jwt-"));
   const secret = randomBytes(32).toString("hex");
   writeFileSync(join(dir, "key"), secret);
-  // No clock-skew leeway where the flag exists: past `exp` means expired.
-  const leeway = help.includes("--jwt-leeway") ? ["--jwt-leeway", "0"] : [];
-  const own = await startBroker({ args: ["--jwt-key", join(dir, "key"), ...leeway] });
+  // No clock-skew leeway: past `exp` means expired.
+  const own = await startBroker({ args: ["--jwt-key", join(dir, "key"), "--jwt-leeway", "0"] });
   const lifetime = 6; // seconds: the client refreshes at half of it
   let grants = ["e2e/jwt/#"];
   const minted = []; // {token, exp}
@@ -302,9 +295,8 @@ test("token refresh: a short-lived token is refreshed over `auth` before it expi
     assert.equal(reply.sub, "e2e");
     assert.equal(reply.exp, minted[1].exp);
 
-    // Past the first token's expiry (and the broker's default leeway of 5 s where it cannot be
-    // set to 0) the connection is still the first one, and still served.
-    const expired = minted[0].exp * 1000 + (leeway.length ? 0 : 5000) + 500;
+    // Past the first token's expiry the connection is still the first one, and still served.
+    const expired = minted[0].exp * 1000 + 500;
     await waitFor("the first token to expire", () => Date.now() > expired, expired - Date.now() + 2000);
     await publish(own.localAddr, "e2e/jwt/a", { v: 2 });
     await waitFor("a message after the first token's expiry", () => c.msgs("e2e/jwt/a").then((m) => m.length === 2));

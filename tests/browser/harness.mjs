@@ -1,7 +1,7 @@
 // What the browser tests share: the release binary on free ports, Debian's headless Chromium
 // (playwright-core, never a downloaded browser), polling for a condition, publishing through the
 // local API, and a TCP proxy whose connections a test can cut.
-import { spawn, execFileSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
@@ -12,11 +12,6 @@ import { chromium } from "playwright-core";
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const BINARY = join(ROOT, "target", "release", "tickwire");
 const CHROMIUM = "/usr/bin/chromium";
-
-/** The binary's --help, to tell which flags this build has. */
-export function brokerHelp() {
-  return execFileSync(BINARY, ["--help"], { encoding: "utf8" });
-}
 
 /**
  * Starts the broker (127.0.0.1 free ports unless given) and resolves with the child and the
@@ -33,7 +28,7 @@ export function startBroker({ listen = "127.0.0.1:0", localListen = "127.0.0.1:0
     child.on("exit", (code, signal) => reject(new Error(`tickwire exited with ${code ?? signal}: ${out}`)));
     child.stdout.on("data", (chunk) => {
       out += chunk;
-      const pub = out.match(/subscribe:\s+ws:\/\/([^/\s]+)\/ws/);
+      const pub = out.match(/subscribe:\s+wss?:\/\/([^/\s]+)\/ws/);
       const loc = out.match(/publish:\s+http:\/\/([^/\s]+)\/publish/);
       if (pub && loc) {
         clearTimeout(timer);
@@ -53,15 +48,18 @@ export function stopBroker(child, signal = "SIGTERM") {
   });
 }
 
-/** Debian's Chromium, headless, with a fresh profile; close() also removes the profile. */
-export async function launchBrowser() {
+/**
+ * Debian's Chromium, headless, with a fresh profile and any `extraArgs`; close() also removes the
+ * profile.
+ */
+export async function launchBrowser(extraArgs = []) {
   const userDataDir = mkdtempSync(join(tmpdir(), "tickwire-chromium-"));
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM,
     headless: true,
     viewport: { width: 1200, height: 1500 },
     args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run"],
+           "--disable-component-update", "--disable-sync", "--no-first-run", ...extraArgs],
   });
   return {
     context,

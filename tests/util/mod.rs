@@ -5,12 +5,15 @@
 //! - `redis`: a real redis-server on a free port.
 //! - `child`: the `tickwire` binary as a child process, its banner, its fds and memory.
 //! - `http`: a keep-alive HTTP/1.1 client, answers read by `Content-Length`.
+//! - `auth`: token keys and minted JWTs; `tls`: a test CA, server certificates, TLS clients.
 #![allow(dead_code)]
 
+pub mod auth;
 pub mod broker;
 pub mod child;
 pub mod http;
 pub mod redis;
+pub mod tls;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

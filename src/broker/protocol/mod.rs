@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 pub use publication::{parse_batch, parse_publication, BatchLineError, Publication};
-pub use reply::{ack, encode_delta_frame, encode_msg_frame, error, pong};
+pub use reply::{ack, authenticated, encode_delta_frame, encode_msg_frame, ended, error, pong};
 pub use request::{parse_request, request_id, Request, Subscribe};
 
 /// The machine-readable code of an `error` message.
@@ -46,10 +46,17 @@ pub enum ErrorCode {
     Unavailable,
     /// A publication would add a topic past `--max-topics`.
     TooManyTopics,
+    /// With `--jwt-key`: a subscribe before any valid token, or a token refused by `auth`.
+    Unauthorized,
+    /// With `--jwt-key`: a pattern the token's grants do not cover (the whole request refused),
+    /// or, as an `unsubscribed` reason, one a refreshed token no longer covers.
+    Forbidden,
+    /// With `--jwt-key`: the token is past its `exp`.
+    TokenExpired,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::BadJson,
         ErrorCode::BadRequest,
         ErrorCode::UnknownOp,
@@ -62,6 +69,9 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::Unavailable,
         ErrorCode::TooManyTopics,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::TokenExpired,
     ];
 
     /// As written on the wire and in metrics labels.
@@ -79,6 +89,9 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::TooManyTopics => "too_many_topics",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TokenExpired => "token_expired",
         }
     }
 }

@@ -1,7 +1,7 @@
 //! What the broker sends subscribers: `subscribed`/`unsubscribed` acks, pongs, errors, and the
 //! `msg` frames of publications, encoded once into a whole WebSocket frame.
 
-use super::ClientError;
+use super::{ClientError, ErrorCode};
 use crate::ws::frame::{encode_server_header, OpCode, MAX_SERVER_HEADER};
 
 /// `{"type":"subscribed"|"unsubscribed","topics":[...],"id":...}`
@@ -31,16 +31,6 @@ pub fn subscribed(
     with_id(head, id)
 }
 
-/// `{"type":"unsubscribed","topics":[...],"reason":R}`: subscriptions the server ended (no id:
-/// nobody asked).
-pub fn ended(topics: &[String], reason: &str) -> String {
-    format!(
-        "{{\"type\":\"unsubscribed\",\"topics\":{},\"reason\":{}}}",
-        to_json(topics),
-        to_json(reason)
-    )
-}
-
 /// Strings and lists of strings, which always serialize.
 fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned())
@@ -60,6 +50,25 @@ pub fn error(e: &ClientError) -> String {
             e.code.as_str()
         ),
         e.id.as_deref(),
+    )
+}
+
+/// `{"type":"authenticated","sub":...,"exp":...,"id":...}`: the answer to a good `auth` op
+/// (`sub` is `null` when the token has none; `exp` in Unix seconds).
+pub fn authenticated(sub: Option<&str>, exp: u64, id: Option<&str>) -> String {
+    let sub = serde_json::to_string(&sub).unwrap_or_else(|_| "null".to_owned());
+    with_id(
+        format!("{{\"type\":\"authenticated\",\"sub\":{sub},\"exp\":{exp}"),
+        id,
+    )
+}
+
+/// `{"type":"unsubscribed","topics":[...],"reason":...}`: subscriptions the server ended itself
+/// (no `id`: it answers no request).
+pub fn ended(topics: &[String], reason: ErrorCode) -> String {
+    format!(
+        "{{\"type\":\"unsubscribed\",\"topics\":{},\"reason\":\"{reason}\"}}",
+        to_json(topics)
     )
 }
 
@@ -146,7 +155,6 @@ fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
 
 #[cfg(test)]
 mod tests {
-    use super::super::ErrorCode;
     use super::*;
     #[test]
     fn replies_are_json() {
@@ -165,6 +173,22 @@ mod tests {
         assert_eq!(v["code"], "invalid_topic");
         assert_eq!(v["message"], "topic level is empty: 'quotes//AAPL'");
         assert_eq!(v["id"], 1);
+    }
+
+    #[test]
+    fn entitlement_replies_are_json() {
+        assert_eq!(
+            authenticated(Some("al\"ice"), 1700000000, Some("3")),
+            r#"{"type":"authenticated","sub":"al\"ice","exp":1700000000,"id":3}"#
+        );
+        assert_eq!(
+            authenticated(None, 5, None),
+            r#"{"type":"authenticated","sub":null,"exp":5}"#
+        );
+        assert_eq!(
+            ended(&["quotes/#".to_owned()], ErrorCode::Forbidden),
+            r#"{"type":"unsubscribed","topics":["quotes/#"],"reason":"forbidden"}"#
+        );
     }
 
     #[test]
@@ -199,11 +223,6 @@ mod tests {
         let v: serde_json::Value =
             serde_json::from_str(&subscribed(&t, "e", Some(&r), None)).unwrap();
         assert_eq!(v["recovered"], serde_json::json!(["q/A"]));
-        let v: serde_json::Value = serde_json::from_str(&ended(&r, "forbidden")).unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!({"type":"unsubscribed","topics":["q/A"],"reason":"forbidden"})
-        );
     }
 
     #[test]
