@@ -174,10 +174,10 @@ impl TlsSub {
 
     pub fn subscribe(&mut self, topics: &[&str]) {
         self.send(serde_json::json!({"op": "subscribe", "topics": topics, "id": 1}));
-        assert_eq!(
-            self.next(),
-            serde_json::json!({"type": "subscribed", "topics": topics, "id": 1})
-        );
+        let ack = self.next();
+        assert_eq!(ack["type"], "subscribed", "{ack}");
+        assert_eq!(ack["topics"], serde_json::json!(topics), "{ack}");
+        assert_eq!(ack["id"], 1, "{ack}");
     }
 }
 
