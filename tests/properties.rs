@@ -128,6 +128,19 @@ fn decode_with(chunks: &[&[u8]], deflate: Option<DeflateParams>) -> Vec<Incoming
     events
 }
 
+/// `wire` cut at the given points (in any order, repeats allowed): every byte in exactly one chunk.
+fn cut_at<'a>(wire: &'a [u8], cuts: &[prop::sample::Index]) -> Vec<&'a [u8]> {
+    let mut points: Vec<usize> = cuts.iter().map(|c| c.index(wire.len() + 1)).collect();
+    points.sort_unstable();
+    let mut chunks = Vec::new();
+    let mut prev = 0;
+    for p in points.into_iter().chain(std::iter::once(wire.len())) {
+        chunks.push(&wire[prev..p]);
+        prev = p;
+    }
+    chunks
+}
+
 proptest! {
     #[test]
     fn any_chunking_gives_the_same_messages(
@@ -136,14 +149,7 @@ proptest! {
         cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
     ) {
         let (wire, expect) = encode(&msgs, key);
-        let mut points: Vec<usize> = cuts.iter().map(|c| c.index(wire.len() + 1)).collect();
-        points.sort_unstable();
-        let mut chunks = Vec::new();
-        let mut prev = 0;
-        for p in points.into_iter().chain(std::iter::once(wire.len())) {
-            chunks.push(&wire[prev..p]);
-            prev = p;
-        }
+        let chunks = cut_at(&wire, &cuts);
         prop_assert_eq!(decode(&chunks), expect);
     }
 
@@ -155,14 +161,7 @@ proptest! {
         cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
     ) {
         let (wire, expect) = encode_with(&msgs, key, Some(&compress));
-        let mut points: Vec<usize> = cuts.iter().map(|c| c.index(wire.len() + 1)).collect();
-        points.sort_unstable();
-        let mut chunks = Vec::new();
-        let mut prev = 0;
-        for p in points.into_iter().chain(std::iter::once(wire.len())) {
-            chunks.push(&wire[prev..p]);
-            prev = p;
-        }
+        let chunks = cut_at(&wire, &cuts);
         let agreed = DeflateParams {
             server_max_window_bits: None,
             client_max_window_bits: None,

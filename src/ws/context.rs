@@ -644,8 +644,8 @@ mod tests {
 
     mod deflate {
         use super::*;
+        use crate::ws::deflate::tests::client_stream;
         use crate::ws::deflate::{compress, DeflateParams};
-        use flate2::{Compress, Compression, FlushCompress};
 
         const AGREED: DeflateParams = DeflateParams {
             server_max_window_bits: None,
@@ -666,19 +666,6 @@ mod tests {
             let mut f = encode_client_frame(fin, op, data, KEY);
             f[0] |= 0x40;
             f
-        }
-
-        /// What a client with context takeover sends: one stream, flushed per message.
-        fn client_stream(msgs: &[&[u8]]) -> Vec<Vec<u8>> {
-            let mut c = Compress::new_with_window_bits(Compression::new(6), false, 15);
-            msgs.iter()
-                .map(|m| {
-                    let mut out = Vec::with_capacity(m.len() + 1024);
-                    c.compress_vec(m, &mut out, FlushCompress::Sync).unwrap();
-                    out.truncate(out.len() - 4);
-                    out
-                })
-                .collect()
         }
 
         #[test]
@@ -732,7 +719,7 @@ mod tests {
                 .collect();
             let refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_bytes()).collect();
             let mut wire = Vec::new();
-            for z in client_stream(&refs) {
+            for z in client_stream(&refs, 15) {
                 wire.extend(compressed(true, OpCode::Text, &z));
             }
             let mut c = dctx(1 << 20);

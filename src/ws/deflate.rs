@@ -770,7 +770,7 @@ pub(crate) mod tests {
     }
 
     /// A client's compressor with context takeover: one stream, flushed per message.
-    fn client_stream(msgs: &[&[u8]], bits: u8) -> Vec<Vec<u8>> {
+    pub(crate) fn client_stream(msgs: &[&[u8]], bits: u8) -> Vec<Vec<u8>> {
         let mut c = Compress::new_with_window_bits(Compression::new(6), false, bits);
         msgs.iter()
             .map(|m| {

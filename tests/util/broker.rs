@@ -50,13 +50,7 @@ impl Sub {
 
     /// The next JSON text message (pings skipped).
     pub fn next(&mut self) -> Value {
-        loop {
-            match self.ws.read().expect("read a message") {
-                Message::Text(t) => return serde_json::from_str(&t).expect("server sends JSON"),
-                Message::Ping(_) | Message::Pong(_) => continue,
-                other => panic!("unexpected {other:?}"),
-            }
-        }
+        next_json(&mut self.ws)
     }
 
     /// The next message, or `None` if nothing arrives within `wait`.
@@ -280,3 +274,14 @@ pub fn metric_at(local: SocketAddr, name: &str) -> u64 {
 
 #[allow(unused_imports)] // not every test crate waits
 pub use super::eventually;
+
+/// The next JSON text message on any client socket, plain or TLS (pings and pongs skipped).
+pub fn next_json<S: std::io::Read + std::io::Write>(ws: &mut tungstenite::WebSocket<S>) -> Value {
+    loop {
+        match ws.read().expect("read a message") {
+            Message::Text(t) => return serde_json::from_str(&t).expect("server sends JSON"),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

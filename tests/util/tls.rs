@@ -163,13 +163,7 @@ impl TlsSub {
 
     /// The next JSON text message (pings skipped).
     pub fn next(&mut self) -> Value {
-        loop {
-            match self.ws.read().expect("read a message") {
-                Message::Text(t) => return serde_json::from_str(&t).expect("server sends JSON"),
-                Message::Ping(_) | Message::Pong(_) => continue,
-                other => panic!("unexpected {other:?}"),
-            }
-        }
+        super::broker::next_json(&mut self.ws)
     }
 
     pub fn subscribe(&mut self, topics: &[&str]) {
