@@ -40,6 +40,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{have_taskset, pin, pin_self, proc_cpu};
 use tickwire::ws::frame::{encode_client_frame, OpCode};
 
 const TOPIC: &str = "quotes/AAPL";
@@ -318,24 +321,6 @@ fn read_banner(out: &mut impl Read, keys: &[&str]) -> Result<Vec<SocketAddr>, St
     }
 }
 
-/// utime + stime of a process, in seconds.
-fn proc_cpu(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, r)| r)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // After the command name: utime is field 11, stime 12 (clock ticks, 100 Hz).
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 /// The processes whose parent is `pid` (nginx's worker).
 fn children_of(pid: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -358,35 +343,6 @@ fn signal(pid: u32, name: &str) {
         .args([&format!("-{name}"), &pid.to_string()])
         .stderr(Stdio::null())
         .status();
-}
-
-fn have_taskset() -> bool {
-    Command::new("taskset").arg("-V").output().is_ok()
-}
-
-/// Runs the command on one core.
-fn pin(cmd: &mut Command, core: usize) {
-    if have_taskset() {
-        let program = cmd.get_program().to_owned();
-        let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
-        *cmd = Command::new("taskset");
-        cmd.arg("-c").arg(core.to_string()).arg(program).args(args);
-    }
-}
-
-/// Pins this process (and so wrk and every thread started later) to one core.
-fn pin_self(core: usize) {
-    if have_taskset() {
-        let _ = Command::new("taskset")
-            .args([
-                "-p",
-                "-c",
-                &core.to_string(),
-                &std::process::id().to_string(),
-            ])
-            .stdout(Stdio::null())
-            .status();
-    }
 }
 
 /// tickwire's `published_total`, from /metrics.
