@@ -4,8 +4,8 @@
 //! [`Frame`] (an `Arc`), which the worker keeps once in its [`FrameTable`] with a plain count of
 //! the queues that hold it, so fan-out to thousands of connections costs a counter increment per
 //! connection rather than an atomic one. Frames for one connection (echoes, pongs, HTTP
-//! responses) are owned. An empty queue holds no heap memory, so an idle connection costs
-//! nothing here.
+//! responses) are owned. An empty queue gives its ring back at the next timer sweep
+//! ([`OutQueue::release_buffer`]), so an idle connection costs nothing here but the struct.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -118,6 +118,16 @@ impl OutQueue {
     /// Bytes still waiting to be written.
     pub fn len_bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Gives the ring buffer back to the allocator if nothing waits in it. Called for every
+    /// connection by the timer sweep rather than whenever the queue empties: a connection being
+    /// fanned out to empties its queue every turn and would otherwise allocate (and grow) a new
+    /// ring every turn, while an idle one would keep a ring it no longer needs for ever.
+    pub fn release_buffer(&mut self) {
+        if self.chunks.is_empty() && self.chunks.capacity() > 0 {
+            self.chunks = VecDeque::new();
+        }
     }
 
     /// Drops everything not yet started, keeping a half-written frame so the stream stays valid.
