@@ -113,7 +113,9 @@ pub(crate) struct Conn {
 
 /// A connection's input buffer: nothing (a null pointer) while no bytes wait, which is nearly
 /// always; a `Vec` on the heap while an incomplete request or frame does.
+/// (The extra allocation is the point: 8 bytes in every connection instead of a `Vec`'s 24.)
 #[derive(Debug, Default)]
+#[allow(clippy::box_collection)]
 pub(crate) struct InBuf(Option<Box<Vec<u8>>>);
 
 impl InBuf {

@@ -168,6 +168,7 @@ pub struct WsContext {
     message: Option<Box<MessageInProgress>>,
     /// Payload of the control frame being read (at most 125 bytes). Boxed, like the rarely
     /// used parts below, so that an idle connection carries a null pointer, not a `Vec`.
+    #[allow(clippy::box_collection)]
     control: Option<Box<Vec<u8>>>,
     close_received: bool,
     /// permessage-deflate, when it was negotiated at the upgrade.
