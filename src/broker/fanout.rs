@@ -50,7 +50,7 @@ impl BrokerWorker {
                 }
                 sub.clear_floor(d.topic_id);
             }
-            if let Some(backlog) = &mut sub.backlog {
+            if let Some(backlog) = sub.extra.backlog_mut() {
                 // Something newer than the snapshot it was owed; or the replay it was owed
                 // must come first.
                 if let Some(replay) = backlog.overtaken(d.topic_id) {
@@ -58,7 +58,7 @@ impl BrokerWorker {
                     metrics.replayed.fetch_add(n as u64, Ordering::Relaxed);
                 }
             }
-            if let Some(rate) = sub.rate.as_mut().filter(|r| r.limits_anything()) {
+            if let Some(rate) = sub.extra.rate_mut().filter(|r| r.limits_anything()) {
                 let patterns = sub.patterns.iter();
                 match rate.admit(d.topic_id, &d.topic, &sent, now, patterns) {
                     Admit::Send => {}
@@ -72,7 +72,7 @@ impl BrokerWorker {
                     }
                 }
             }
-            let frame = match &mut sub.deltas {
+            let frame = match sub.extra.deltas_mut() {
                 Some(deltas) => deltas.choose(d.topic_id, &d.topic, &sent, out.is_behind(conn)),
                 None => &sent.full,
             };
@@ -96,11 +96,11 @@ impl BrokerWorker {
             let Some(sub) = self.subscriber(ConnId(conn)).filter(|s| s.serial == serial) else {
                 continue; // gone since
             };
-            let Some((name, sent)) = sub.rate.as_mut().and_then(|r| r.open(topic, now)) else {
+            let Some((name, sent)) = sub.extra.rate_mut().and_then(|r| r.open(topic, now)) else {
                 continue;
             };
             let conn = ConnId(conn);
-            let frame = match &mut sub.deltas {
+            let frame = match sub.extra.deltas_mut() {
                 Some(deltas) => deltas.choose(topic, &name, &sent, out.is_behind(conn)),
                 None => &sent.full,
             };

@@ -291,7 +291,7 @@ impl Handler for BrokerWorker {
         match client {
             Some(Client::Subscriber(sub)) => {
                 self.shared.connection_event(ConnectionEvent::Closed);
-                if let Some(d) = &sub.deltas {
+                if let Some(d) = sub.extra.deltas() {
                     self.shared.hub.want_deltas(-(d.count() as isize));
                 }
                 for p in sub.patterns.iter() {
@@ -345,5 +345,24 @@ impl Handler for BrokerWorker {
         .into_iter()
         .flatten()
         .min()
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn an_idle_subscriber_is_small() {
+        // One entry of `clients` per connection (issue 16; BENCHMARKS.md has the breakdown).
+        // What only some subscribers need sits behind `Subscriber::extra`.
+        let size = std::mem::size_of::<Option<super::Client>>();
+        eprintln!(
+            "clients entry (Option<Client>) {size} B, Subscriber {} B, StreamPublisher {} B",
+            std::mem::size_of::<super::subscriber::Subscriber>(),
+            std::mem::size_of::<super::stream::StreamPublisher>(),
+        );
+        assert!(
+            size <= 64,
+            "a clients entry is {size} bytes (was 96 before issue 16)"
+        );
     }
 }

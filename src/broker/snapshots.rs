@@ -86,7 +86,11 @@ impl BrokerWorker {
         for (id, name, latest, frames) in owed {
             // Live updates up to `latest` are in the replay (or were had already).
             sub.set_floor(id, latest);
-            let backlog = sub.backlog.get_or_insert_with(Default::default);
+            let backlog = sub
+                .extra
+                .or_default()
+                .backlog
+                .get_or_insert_with(Default::default);
             if backlog.owed.insert(id, Some(frames)).is_none() {
                 backlog.queue.push_back((id, name, generation));
             }
@@ -124,7 +128,11 @@ impl BrokerWorker {
             return;
         };
         let generation = sub.patterns_changed;
-        let backlog = sub.backlog.get_or_insert_with(Default::default);
+        let backlog = sub
+            .extra
+            .or_default()
+            .backlog
+            .get_or_insert_with(Default::default);
         for (name, id) in topics {
             if let std::collections::hash_map::Entry::Vacant(slot) = backlog.owed.entry(id) {
                 slot.insert(None);
@@ -132,7 +140,7 @@ impl BrokerWorker {
             }
         }
         if backlog.is_empty() {
-            sub.backlog = None;
+            sub.extra.end_backlog();
             return;
         }
         if !self.snapshot_turns.contains(&conn) {
@@ -158,7 +166,7 @@ impl BrokerWorker {
             let slice = left.min(64);
             let mut done = 0;
             while done < slice {
-                let Some(backlog) = sub.backlog.as_mut() else {
+                let Some(backlog) = sub.extra.backlog_mut() else {
                     break;
                 };
                 let Some((id, name, generation)) = backlog.queue.pop_front() else {
@@ -183,7 +191,7 @@ impl BrokerWorker {
                             continue;
                         };
                         sub.set_floor(snap.id, snap.seq);
-                        if let Some(d) = &mut sub.deltas {
+                        if let Some(d) = sub.extra.deltas_mut() {
                             d.sent_full(snap.id, snap.seq);
                         }
                         out.send_keyed(conn, snap.id, &snap.frame);
@@ -193,9 +201,9 @@ impl BrokerWorker {
                 }
             }
             left = left.saturating_sub(done);
-            match &sub.backlog {
+            match sub.extra.backlog_mut() {
                 Some(b) if !b.is_empty() => self.snapshot_turns.push_back(conn),
-                _ => sub.backlog = None,
+                _ => sub.extra.end_backlog(),
             }
         }
         self.snapshots_this_turn += snapshots + replayed;
@@ -221,7 +229,7 @@ pub(super) fn send_replay(
 ) -> usize {
     let mut deflated = Deflated::default();
     for (i, sent) in replay.iter().enumerate() {
-        let frame = match &mut sub.deltas {
+        let frame = match sub.extra.deltas_mut() {
             Some(d) if i > 0 => d.choose(id, name, sent, out.is_behind(conn)),
             Some(d) => {
                 d.sent_full(id, sent.seq);

@@ -245,7 +245,7 @@ impl Connections {
         self.forget(id);
         if let Some(mut c) = self.conns.try_remove(id) {
             c.out.release_all(&mut self.frames);
-            if let Some(n) = self.shared.connections.get(c.listener) {
+            if let Some(n) = self.shared.connections.get(usize::from(c.listener)) {
                 n.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             }
         }

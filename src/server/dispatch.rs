@@ -2,8 +2,6 @@
 //! connection, pipelined ones in order), the WebSocket upgrade, and then frames, as whole
 //! messages for the handler and control frames answered here.
 
-use std::mem;
-
 use super::conn::Phase;
 use super::connections::Connections;
 use super::{ConnId, Handler, Message, Outbox, Response, Route};
@@ -32,12 +30,12 @@ pub(crate) fn consume<H: Handler>(
             conns.with_conn(id, |c| c.inbuf.extend_from_slice(&data[used..]));
         }
     } else {
-        let mut buf = mem::take(&mut c.inbuf);
+        let mut buf = c.inbuf.take();
         buf.extend_from_slice(data);
         let used = process(conns, handler, id, &buf);
         buf.drain(..used);
         if !buf.is_empty() {
-            conns.with_conn(id, |c| c.inbuf = buf);
+            conns.with_conn(id, |c| c.inbuf.set(buf));
         }
     }
 }
@@ -93,7 +91,7 @@ fn process_http<H: Handler>(
         if h.expect.is_some_and(|n| input.len() < n) {
             return pos; // the body is still arriving; its head was checked already
         }
-        let listener = c.listener;
+        let listener = usize::from(c.listener);
         let (req, head_len) = match http::parse(input) {
             Ok(http::Status::Partial) => return pos,
             Ok(http::Status::Complete(req, n)) => (req, n),

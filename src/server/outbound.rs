@@ -4,8 +4,9 @@
 //! [`Frame`] (an `Arc`), which the worker keeps once in its [`FrameTable`] with a plain count of
 //! the queues that hold it, so fan-out to thousands of connections costs a counter increment per
 //! connection rather than an atomic one. Frames for one connection (echoes, pongs, HTTP
-//! responses) are owned. An empty queue holds no heap memory, so an idle connection costs
-//! nothing here.
+//! responses) are owned. An empty queue gives its ring back: the smallest at once, a larger one at
+//! the next timer sweep ([`OutQueue::release_buffer`]); an idle connection costs nothing here
+//! but the struct.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -16,6 +17,10 @@ use slab::Slab;
 
 /// An encoded frame, shared by every connection it is queued on.
 pub type Frame = Arc<[u8]>;
+
+/// The capacity a ring gets on its first push (the standard library's smallest for a chunk's
+/// size): a ring no larger is given back as soon as it is empty.
+const SMALLEST_RING: usize = 4;
 
 /// At most this many bytes are gathered into one `write`.
 const GATHER_BYTES: usize = 64 * 1024;
@@ -120,6 +125,16 @@ impl OutQueue {
         self.bytes
     }
 
+    /// Gives the ring back to the allocator if nothing waits in it. Called for every connection
+    /// by the timer sweep: a ring larger than the smallest is not given back whenever the queue
+    /// empties (a connection being fanned out to empties its queue every turn, and would
+    /// allocate and regrow its ring every turn), but an idle connection must not keep it.
+    pub fn release_buffer(&mut self) {
+        if self.chunks.is_empty() && self.chunks.capacity() > 0 {
+            self.chunks = VecDeque::new();
+        }
+    }
+
     /// Drops everything not yet started, keeping a half-written frame so the stream stays valid.
     pub fn discard_unstarted(&mut self, table: &mut FrameTable) {
         let keep = usize::from(self.head_written > 0);
@@ -177,8 +192,13 @@ impl OutQueue {
                 Err(e) => return Err(e),
             }
         }
-        if self.chunks.capacity() > 32 {
-            // Give back the ring buffer a burst left behind.
+        let ring = self.chunks.capacity();
+        if ring > 32 || ring <= SMALLEST_RING {
+            // Give back the ring a burst left behind, and the smallest one at once: that is
+            // all a connection that gets a message now and then (a handshake answer, an
+            // acknowledgement, a ping) ever uses, and making it again is one small allocation.
+            // Rings in between stay until the timer sweep ([`Self::release_buffer`]), so a
+            // connection under steady fan-out does not allocate and regrow its ring every turn.
             self.chunks = VecDeque::new();
         }
         Ok(true)
@@ -303,6 +323,35 @@ mod tests {
         w.calls = 10;
         assert!(q.write_to(&mut w, &mut t).unwrap());
         assert_eq!(w.out, vec![1; 10]);
+    }
+
+    #[test]
+    fn an_emptied_queue_keeps_no_ring_once_idle() {
+        let mut t = FrameTable::default();
+        let mut w = Trickle {
+            out: Vec::new(),
+            cap: usize::MAX,
+            calls: 100,
+        };
+        // A handshake answer and an acknowledgement: the smallest ring, given back at once.
+        let mut q = OutQueue::default();
+        q.push_owned(b"HTTP/1.1 101".to_vec());
+        q.push_owned(b"ack".to_vec());
+        assert!(q.write_to(&mut w, &mut t).unwrap());
+        assert_eq!(q.chunks.capacity(), 0);
+        // A burst: the ring stays for the next turn's burst, until the sweep finds it idle.
+        let frame: Frame = Arc::from(&b"quote"[..]);
+        for _ in 0..10 {
+            q.push_shared(&frame, &mut t);
+        }
+        assert!(q.write_to(&mut w, &mut t).unwrap());
+        assert!(q.chunks.capacity() > SMALLEST_RING);
+        q.release_buffer();
+        assert_eq!(q.chunks.capacity(), 0);
+        // A queue with something waiting keeps its ring.
+        q.push_owned(b"x".to_vec());
+        q.release_buffer();
+        assert_eq!(q.len_bytes(), 1);
     }
 
     #[test]

@@ -29,7 +29,9 @@ pub(crate) fn sweep(conns: &mut Connections) {
     let (ping_after, dead_after) = (conns.config.ping_interval, conns.config.pong_timeout);
     let max_stall = conns.config.max_stall;
     let mut due = Due::default();
-    for (id, c) in conns.conns.iter() {
+    for (id, c) in conns.conns.iter_mut() {
+        // Idle connections hold no buffers: a ring left by the last burst goes back now.
+        c.out.release_buffer();
         let expired = c.phase.deadline().is_some_and(|d| now >= d);
         match &c.phase {
             Phase::Http(_) if expired && c.socket.is_handshaking() => due.tls_unfinished.push(id),

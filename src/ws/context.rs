@@ -166,11 +166,13 @@ pub struct WsContext {
     limits: Limits,
     frame: Option<FrameInProgress>,
     message: Option<Box<MessageInProgress>>,
-    /// Payload of the control frame being read (at most 125 bytes).
-    control: Vec<u8>,
+    /// Payload of the control frame being read (at most 125 bytes). Boxed, like the rarely
+    /// used parts below, so that an idle connection carries a null pointer, not a `Vec`.
+    #[allow(clippy::box_collection)]
+    control: Option<Box<Vec<u8>>>,
     close_received: bool,
     /// permessage-deflate, when it was negotiated at the upgrade.
-    deflate: Option<InflateContext>,
+    deflate: Option<Box<InflateContext>>,
 }
 
 impl WsContext {
@@ -183,14 +185,14 @@ impl WsContext {
 
     /// With permessage-deflate agreed at the upgrade (`None`: not negotiated, as [`Self::new`]).
     pub fn with_deflate(mut self, params: Option<DeflateParams>) -> Self {
-        self.deflate = params.map(InflateContext::new);
+        self.deflate = params.map(|p| Box::new(InflateContext::new(p)));
         self
     }
 
     /// The permessage-deflate parameters agreed at the upgrade, if any. The server's side of
     /// them ([`DeflateParams::server_window_bits`]) says how to compress what is sent to it.
     pub fn deflate(&self) -> Option<&DeflateParams> {
-        self.deflate.as_ref().map(InflateContext::params)
+        self.deflate.as_deref().map(InflateContext::params)
     }
 
     /// True once a close frame has been read; nothing after it is read.
@@ -266,7 +268,9 @@ impl WsContext {
                 };
                 self.check_message_size(compressed, so_far, header.payload_len)?;
             }
-            OpCode::Close | OpCode::Ping | OpCode::Pong => self.control.clear(),
+            OpCode::Close | OpCode::Ping | OpCode::Pong => {
+                self.control.get_or_insert_with(Default::default).clear()
+            }
         }
         Ok(FrameInProgress {
             header,
@@ -299,6 +303,11 @@ impl WsContext {
         Ok(())
     }
 
+    /// The payload of the control frame just read; nothing is kept for the next one.
+    fn take_control(&mut self) -> Vec<u8> {
+        self.control.take().map(|b| *b).unwrap_or_default()
+    }
+
     /// Unmasks a piece of payload into the control buffer or the message (inflating it, if it
     /// is compressed).
     fn take_payload(
@@ -309,9 +318,10 @@ impl WsContext {
         let key = frame.header.mask.unwrap_or([0; 4]);
         frame.remaining -= piece.len() as u64;
         if frame.header.opcode.is_control() {
-            let start = self.control.len();
-            self.control.extend_from_slice(piece);
-            frame.offset = apply_mask(&mut self.control[start..], key, frame.offset);
+            let control = self.control.get_or_insert_with(Default::default);
+            let start = control.len();
+            control.extend_from_slice(piece);
+            frame.offset = apply_mask(&mut control[start..], key, frame.offset);
             return Ok(());
         }
         let Some(m) = self.message.as_deref_mut() else {
@@ -376,11 +386,11 @@ impl WsContext {
                     .map(|s| Some(Incoming::Text(s)))
                     .map_err(|_| invalid_utf8())
             }
-            OpCode::Ping => Ok(Some(Incoming::Ping(std::mem::take(&mut self.control)))),
-            OpCode::Pong => Ok(Some(Incoming::Pong(std::mem::take(&mut self.control)))),
+            OpCode::Ping => Ok(Some(Incoming::Ping(self.take_control()))),
+            OpCode::Pong => Ok(Some(Incoming::Pong(self.take_control()))),
             OpCode::Close => {
                 self.close_received = true;
-                let payload = std::mem::take(&mut self.control);
+                let payload = self.take_control();
                 match close::parse_payload(&payload) {
                     Ok(None) => Ok(Some(Incoming::Close(None))),
                     Ok(Some((code, reason))) => {
