@@ -40,6 +40,26 @@
 //! `--syscalls` counts the server's write system calls over the publishing window with `perf
 //! stat` tracepoints (the `wr/deliv` column: write calls per delivery); `--csv FILE` writes
 //! every row as CSV too.
+//!
+//! The delivery features, each against plain tickwire in the same run (BENCHMARKS.md,
+//! "Delivery features"), with a 20-field quote of which two fields change per update, `--rounds
+//! N` times (the rows of a round rotated one place each round; medians and per-round ratios):
+//! - `--rate` (issue 13): 100 topics at 100 updates/s each to subscribers of 10 topics, with no
+//!   rate and with `max_rate` 2: server CPU per second and wire bytes per second;
+//! - `--recovery` (issue 13): clients coming back with `since` and 100 messages replayed from
+//!   history, against the same clients subscribing plain (one snapshot): server CPU and bytes
+//!   per client;
+//! - `--deltas` (issue 14): the spread and the broadcast at 200,000 deliveries/s, plain,
+//!   permessage-deflate, `delta`, both, and the Node `ws` peer plain and with perMessageDeflate:
+//!   bytes and server CPU per delivery;
+//! - `--features` (issue 16): one scenario, one row per feature (TLS, compression, deltas,
+//!   `max_rate`, JWT), with the server's CPU per connection set up (handshake cost).
+//!
+//! For these the generator also counts the bytes it reads from its sockets (wire bytes, TLS
+//! records included), offers permessage-deflate and inflates what comes compressed (one
+//! inflater reset per message where the server says `server_no_context_takeover`, one per
+//! connection where it keeps its context), checks that every merge patch follows the seq before
+//! it, and reads short phases' CPU from the scheduler (`/proc/PID/task/*/schedstat`).
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -2123,11 +2143,14 @@ fn write_csv_or_say(path: &str, rows: &[Row]) {
 
 /// Runs every row of `plan` once per round, the rounds one after the other (so each feature
 /// row and its plain row are measured minutes apart at most, under the same load), printing
-/// each row as it ends.
+/// each row as it ends. Each round starts one row further into the plan, so no row is always
+/// the one run first (or right after the same neighbour).
 fn run_plan(plan: &[(Kind, Scenario)], rounds: usize, cores: Cores) -> Vec<(usize, Row)> {
     let mut rows = Vec::new();
     for round in 1..=rounds {
-        for &(kind, sc) in plan {
+        let mut order = plan.to_vec();
+        order.rotate_left((round - 1) % plan.len().max(1));
+        for (kind, sc) in order {
             let row = run(kind, sc, cores, false);
             println!(
                 "  round {round} {:<4} {:<12} {:<14} {:>8.0} deliveries/s, {:>5.0} ns/delivery, {:>6.1} B/delivery, {:>6.1} MB/s, server {:.0}% / generator {:.0}%, set-up {:.1} us/conn, {} gaps, {} order, {} deltas ({} bad), {} compressed ({} bad)",
