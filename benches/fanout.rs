@@ -1969,6 +1969,10 @@ fn main() {
         None
     };
     if let Some(mut plan) = plan {
+        // `--servers tickwire,node`: only those servers' rows (by the names in the tables).
+        if let Some(list) = value("--servers") {
+            plan.retain(|(k, _)| list.split(',').any(|n| n == k.name()));
+        }
         if plan.iter().any(|(k, _)| *k == Kind::Node) {
             if let Err(why) = prepare_node_peer() {
                 println!("node peer skipped: {why}");
