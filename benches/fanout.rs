@@ -40,6 +40,26 @@
 //! `--syscalls` counts the server's write system calls over the publishing window with `perf
 //! stat` tracepoints (the `wr/deliv` column: write calls per delivery); `--csv FILE` writes
 //! every row as CSV too.
+//!
+//! The delivery features, each against plain tickwire in the same run (BENCHMARKS.md,
+//! "Delivery features"), with a 20-field quote of which two fields change per update, `--rounds
+//! N` times (the rows of a round rotated one place each round; medians and per-round ratios):
+//! - `--rate` (issue 13): 100 topics at 100 updates/s each to subscribers of 10 topics, with no
+//!   rate and with `max_rate` 2: server CPU per second and wire bytes per second;
+//! - `--recovery` (issue 13): clients coming back with `since` and 100 messages replayed from
+//!   history, against the same clients subscribing plain (one snapshot): server CPU and bytes
+//!   per client;
+//! - `--deltas` (issue 14): the spread and the broadcast at 200,000 deliveries/s, plain,
+//!   permessage-deflate, `delta`, both, and the Node `ws` peer plain and with perMessageDeflate:
+//!   bytes and server CPU per delivery;
+//! - `--features` (issue 16): one scenario, one row per feature (TLS, compression, deltas,
+//!   `max_rate`, JWT), with the server's CPU per connection set up (handshake cost).
+//!
+//! For these the generator also counts the bytes it reads from its sockets (wire bytes, TLS
+//! records included), offers permessage-deflate and inflates what comes compressed (one
+//! inflater reset per message where the server says `server_no_context_takeover`, one per
+//! connection where it keeps its context), checks that every merge patch follows the seq before
+//! it, and reads short phases' CPU from the scheduler (`/proc/PID/task/*/schedstat`).
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -73,6 +93,37 @@ struct Scenario {
     idle: bool,
     /// At max rate, publications on their way at most (`WINDOW` unless `--window N`).
     window: u64,
+    /// What the subscribers ask for beyond a plain subscription, and what the feed publishes.
+    opts: Opts,
+}
+
+/// The delivery features a run may turn on (issues 13, 14 and 16: `--rate`, `--deltas`,
+/// `--features`). The default is the plain subscription every other row uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Opts {
+    /// The row's name in the feature tables ("plain", "deflate", "delta", ...).
+    label: &'static str,
+    /// Offer permessage-deflate on the upgrade; the generator inflates what comes compressed.
+    deflate: bool,
+    /// Subscribe with `"delta":true`; the generator parses the merge patches.
+    delta: bool,
+    /// Subscribe with this `max_rate` (updates per topic per second).
+    max_rate: Option<f64>,
+    /// Publish a 20-field quote of which two fields change per update (`quote_payload`) instead
+    /// of `{"t":..,"pad":"x…"}`.
+    quote: bool,
+    /// The server checks tokens (`--jwt-key`) and every subscriber presents one (`?token=`).
+    jwt: bool,
+    /// Do not subscribe at connect: the caller sends the subscribe requests itself (recovery).
+    defer_subscribe: bool,
+}
+
+impl Opts {
+    /// Whether subscribing needs a `subscribe` op after the upgrade (its options cannot go in
+    /// the upgrade URL's `?subscribe=`).
+    fn subscribe_op(&self) -> bool {
+        self.delta || self.max_rate.is_some()
+    }
 }
 
 /// At max rate, how many publications may be published and not yet received everywhere.
@@ -96,6 +147,7 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
         seconds: secs,
         idle: false,
         window: WINDOW,
+        opts: Opts::default(),
     };
     // The fixed rates are what every server here sustains: the same work for each, so CPU per
     // delivery compares like with like (S1f: 100 deliveries per publication per 1,000
@@ -116,7 +168,127 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
             seconds: 0,
             idle: true,
             window: WINDOW,
+            opts: Opts::default(),
         },
+    ]
+}
+
+/// Issue 13, delivery controls: a feed of 100 topics at 100 updates per second each (10,000
+/// publications/s of the 20-field quote) to subscribers taking 10 topics each, once with no rate
+/// and once with `max_rate` 2. Without a rate that is 1,000 deliveries per subscriber per second
+/// (10 million/s at 10,000 subscribers): more than one worker delivers, so the server conflates and
+/// the generator counts the gaps; with `max_rate` 2 it is 20 per subscriber per second.
+fn rate_scenarios(quick: bool) -> Vec<Scenario> {
+    let (subscribers, seconds) = if quick { (2_000, 3) } else { (10_000, 10) };
+    let sc = |label, max_rate| Scenario {
+        name: "R",
+        subscribers,
+        topics: 100,
+        topics_per_subscriber: 10,
+        rate: Some(10_000),
+        seconds,
+        idle: false,
+        window: WINDOW,
+        opts: Opts {
+            label,
+            max_rate,
+            quote: true,
+            ..Opts::default()
+        },
+    };
+    vec![sc("no rate", None), sc("max_rate 2", Some(2.0))]
+}
+
+/// Issue 14, deltas and compression: the spread (S1q, like S1f) and the broadcast (S2q, like
+/// S2f) at a fixed 200,000 deliveries/s, publishing the 20-field quote, with subscribers plain,
+/// compressed, with deltas, and with both; the Node `ws` peer plain and with its
+/// perMessageDeflate. A fixed rate gives every row the same work (at max rate, what the generator
+/// spends inflating would decide how much each row delivers).
+fn delta_plan(quick: bool) -> Vec<(Kind, Scenario)> {
+    let (big, seconds) = if quick { (2_000, 3) } else { (10_000, 10) };
+    let per_k = (big / 1_000) as u64;
+    let mut plan = Vec::new();
+    for (name, topics, each, rate) in [("S1q", 100, 10, 2_000 / per_k), ("S2q", 1, 1, 200 / per_k)]
+    {
+        let sc = |label, deflate, delta| Scenario {
+            name,
+            subscribers: big,
+            topics,
+            topics_per_subscriber: each,
+            rate: Some(rate),
+            seconds,
+            idle: false,
+            window: WINDOW,
+            opts: Opts {
+                label,
+                deflate,
+                delta,
+                quote: true,
+                ..Opts::default()
+            },
+        };
+        plan.push((Kind::Tickwire, sc("plain", false, false)));
+        plan.push((Kind::Tickwire, sc("deflate", true, false)));
+        plan.push((Kind::Tickwire, sc("delta", false, true)));
+        plan.push((Kind::Tickwire, sc("delta+deflate", true, true)));
+        plan.push((Kind::Node, sc("plain", false, false)));
+        plan.push((Kind::Node, sc("deflate", true, false)));
+    }
+    plan
+}
+
+/// Issue 16, one table of feature costs: the spread scenario at a fixed 200,000 deliveries/s
+/// with the quote (quick: 2,000 subscribers, 10 updates per topic per second; full: 10,000 and 2
+/// per second), once per feature, each beside plain from the same run. `max_rate` is set to half
+/// the topics' update rate, so it has something to merge. The set-up columns give the handshake
+/// cost per connection (TLS, JWT).
+fn feature_plan(quick: bool) -> Vec<(Kind, Scenario)> {
+    let (big, seconds) = if quick { (2_000, 3) } else { (10_000, 10) };
+    let rate = 2_000_000 / big as u64;
+    let per_topic = rate as f64 / 100.0;
+    let sc = |label, opts: Opts| Scenario {
+        name: "F",
+        subscribers: big,
+        topics: 100,
+        topics_per_subscriber: 10,
+        rate: Some(rate),
+        seconds,
+        idle: false,
+        window: WINDOW,
+        opts: Opts {
+            label,
+            quote: true,
+            ..opts
+        },
+    };
+    let d = Opts::default();
+    vec![
+        (Kind::Tickwire, sc("plain", d)),
+        (Kind::TickwireTls, sc("tls", d)),
+        (Kind::Tickwire, sc("deflate", Opts { deflate: true, ..d })),
+        (Kind::Tickwire, sc("delta", Opts { delta: true, ..d })),
+        (
+            Kind::Tickwire,
+            sc(
+                "delta+deflate",
+                Opts {
+                    delta: true,
+                    deflate: true,
+                    ..d
+                },
+            ),
+        ),
+        (
+            Kind::Tickwire,
+            sc(
+                "max_rate",
+                Opts {
+                    max_rate: Some(per_topic / 2.0),
+                    ..d
+                },
+            ),
+        ),
+        (Kind::Tickwire, sc("jwt", Opts { jwt: true, ..d })),
     ]
 }
 
@@ -143,6 +315,7 @@ fn sweep(quick: bool) -> Vec<Scenario> {
                 seconds: if quick { 2 } else { 5 },
                 idle: false,
                 window: WINDOW,
+                opts: Opts::default(),
             });
         }
     }
@@ -211,12 +384,19 @@ struct Server {
     publish_addr: SocketAddr,
     /// The client side of TLS, when subscribers speak wss://.
     tls: Option<Arc<ClientConfig>>,
+    /// The token subscribers present on the upgrade, when the server checks them (`Opts::jwt`).
+    token: Option<String>,
 }
 
 impl Server {
-    fn start(kind: Kind, cores: Cores) -> Server {
+    fn start(kind: Kind, cores: Cores, opts: Opts) -> Server {
         let own = || Command::new(std::env::current_exe().expect("own path"));
         let cmd = match kind {
+            Kind::Tickwire if opts.jwt => {
+                let mut c = tickwire_cmd(cores);
+                c.args(["--jwt-key", &bench_jwt().key]);
+                c
+            }
             Kind::Tickwire => tickwire_cmd(cores),
             Kind::TickwireTls => {
                 let mut c = tickwire_cmd(cores);
@@ -238,6 +418,9 @@ impl Server {
             Kind::Node => {
                 let mut c = Command::new("node");
                 c.arg(node_peer_dir().join("server.js"));
+                if opts.deflate {
+                    c.arg("--deflate");
+                }
                 c
             }
             Kind::Uws | Kind::UwsDefer | Kind::UwsCork => {
@@ -258,6 +441,7 @@ impl Server {
             subscribe_addrs: vec![sub],
             publish_addr,
             tls: (kind == Kind::TickwireTls).then(|| bench_tls().client.clone()),
+            token: opts.jwt.then(|| bench_jwt().token.clone()),
         }
     }
 
@@ -374,6 +558,7 @@ fn start_cluster(cores: Cores) -> Server {
         subscribe_addrs,
         publish_addr: publish_addr.expect("two nodes"),
         tls: None,
+        token: None,
     }
 }
 
@@ -416,6 +601,57 @@ fn bench_tls() -> &'static BenchTls {
             client: Arc::new(client),
         }
     })
+}
+
+/// The run's entitlements: an HS256 secret file for `--jwt-key` and one token granting `b/#`
+/// for an hour, minted here with jsonwebtoken (as `examples/mint_token.rs` does). Every
+/// subscriber presents the same token; the server verifies each upgrade's token anew (it keeps
+/// no cache), so one token costs what distinct ones would.
+struct BenchJwt {
+    key: String,
+    token: String,
+}
+
+fn bench_jwt() -> &'static BenchJwt {
+    static JWT: std::sync::OnceLock<BenchJwt> = std::sync::OnceLock::new();
+    JWT.get_or_init(|| {
+        use jsonwebtoken::{encode, EncodingKey, Header};
+        let dir = std::env::temp_dir().join(format!("tickwire-bench-jwt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let secret = b"tickwire-bench-secret-0123456789-abcdefghijklmnop";
+        let path = dir.join("jwt.secret");
+        std::fs::write(&path, secret).expect("write secret");
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            + 3600;
+        let claims = serde_json::json!({"sub": "bench", "exp": exp, "topics": ["b/#"]});
+        let token = encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .expect("token");
+        BenchJwt {
+            key: path.to_string_lossy().into_owned(),
+            token,
+        }
+    })
+}
+
+/// CPU time of every thread of process `pid`, in nanoseconds, from
+/// `/proc/PID/task/*/schedstat` (the scheduler's own count, so short phases such as a round of
+/// handshakes are not rounded to the 10 ms ticks of `/proc/PID/stat`).
+fn proc_cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 impl Drop for Server {
@@ -805,22 +1041,48 @@ struct Sub {
     /// The server closed it (before the handshake: refused at its connection limit).
     closed: bool,
     inbuf: Vec<u8>,
-    /// Last seq per topic index.
+    /// What the frames are checked against.
+    rx: Rx,
+    /// Bytes read from the socket (TLS records included): the wire bytes.
+    wire: u64,
+    /// A subscribe request (a masked frame) to send once the upgrade is answered.
+    subscribe: Option<Vec<u8>>,
+}
+
+/// A subscriber's receiving state: the last seq per topic index and how its frames are inflated.
+struct Rx {
     last: Vec<u64>,
+    inflate: Inflate,
+}
+
+/// permessage-deflate on one connection, as the server's 101 agreed it.
+enum Inflate {
+    /// Not negotiated: every frame is plain.
+    Off,
+    /// `server_no_context_takeover` (tickwire): every message stands alone, so one inflater,
+    /// reset before each message, serves every connection.
+    Reset,
+    /// Context takeover (Node `ws` by default): each message continues the connection's own
+    /// stream, so the connection keeps its inflater (and its 32 KiB window).
+    Own(Box<flate2::Decompress>),
 }
 
 /// What arrived on `sub`, as plaintext: TLS records are decrypted here, and whatever the session
 /// wants to send (its handshake, the upgrade request it held until then) is sent.
 fn read_plain(sub: &mut Sub, buf: &mut [u8]) -> io::Result<usize> {
     let Some(tls) = sub.tls.as_mut() else {
-        return sub.s.read(buf);
+        let n = sub.s.read(buf)?;
+        sub.wire += n as u64;
+        return Ok(n);
     };
     loop {
         match tls.reader().read(buf) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             other => return other,
         }
-        if tls.read_tls(&mut sub.s)? == 0 {
+        let n = tls.read_tls(&mut sub.s)?;
+        sub.wire += n as u64;
+        if n == 0 {
             return Ok(0);
         }
         tls.process_new_packets()
@@ -829,12 +1091,39 @@ fn read_plain(sub: &mut Sub, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-#[derive(Default, Debug)]
+/// Sends `bytes` to the server on `sub` (through its TLS session for wss://).
+fn send_on(sub: &mut Sub, bytes: &[u8]) -> io::Result<()> {
+    match sub.tls.as_mut() {
+        Some(tls) => {
+            tls.writer().write_all(bytes)?;
+            while tls.wants_write() {
+                tls.write_tls(&mut sub.s)?;
+            }
+            Ok(())
+        }
+        None => sub.s.write_all(bytes),
+    }
+}
+
+#[derive(Default)]
 struct Tally {
     deliveries: u64,
+    /// Seq gaps: losses, or with `max_rate` the updates the server merged.
     losses: u64,
     order_violations: u64,
     latencies_us: Vec<u32>,
+    /// Deliveries that came as a merge patch (`delta`), and those of them whose seq did not
+    /// follow the last one received on the topic (a patch the client could not apply).
+    deltas: u64,
+    bad_deltas: u64,
+    /// Frames that came compressed, and those that did not inflate.
+    compressed: u64,
+    inflate_errors: u64,
+    /// `subscribed` acks that listed recovered topics.
+    recovered: u64,
+    /// The inflater shared by `Inflate::Reset` connections, and the inflated text.
+    inflater: Option<Box<flate2::Decompress>>,
+    scratch: Vec<u8>,
 }
 
 /// What the generator has seen, for the publisher's window at max rate: deliveries plus
@@ -883,16 +1172,31 @@ fn connect_all(
                 per_topic[t] += 1;
             }
             let names: Vec<String> = topics.iter().map(|&t| topic_name(t)).collect();
+            let op = sc.opts.subscribe_op() || sc.opts.defer_subscribe;
             let mut std =
                 StdStream::connect(server.subscribe_addrs[opened % server.subscribe_addrs.len()])
                     .expect("connect");
             std.set_nodelay(true).ok();
             waiting += 1;
             let hello = if server.kind.websocket() {
+                let mut query = Vec::new();
+                if let Some(token) = &server.token {
+                    query.push(format!("token={token}"));
+                }
+                if !op {
+                    query.push(format!("subscribe={}", names.join(",")));
+                }
+                let extensions = if sc.opts.deflate {
+                    // What browsers offer.
+                    "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+                } else {
+                    ""
+                };
                 format!(
-                    "GET /ws?subscribe={} HTTP/1.1\r\nHost: b\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                    names.join(",")
+                    "GET /ws{}{} HTTP/1.1\r\nHost: b\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extensions}\r\n",
+                    if query.is_empty() { "" } else { "?" },
+                    query.join("&")
                 )
             } else {
                 format!("SUB {}\n", names.join(","))
@@ -916,13 +1220,20 @@ fn connect_all(
             poll.registry()
                 .register(&mut s, Token(e.key()), Interest::READABLE)
                 .expect("register");
+            let subscribe = (sc.opts.subscribe_op() && !sc.opts.defer_subscribe)
+                .then(|| subscribe_frame(&names, &sc.opts, None));
             e.insert(Sub {
                 s,
                 tls,
                 ready: false,
                 closed: false,
                 inbuf: Vec::new(),
-                last: vec![0; sc.topics],
+                rx: Rx {
+                    last: vec![0; sc.topics],
+                    inflate: Inflate::Off,
+                },
+                wire: 0,
+                subscribe,
             });
             opened += 1;
         }
@@ -961,7 +1272,7 @@ fn drain(sub: &mut Sub, buf: &mut [u8], tally: &mut Tally, epoch: Instant) {
             }
         };
         if sub.ready && sub.inbuf.is_empty() {
-            let used = check_frames(&buf[..n], &mut sub.last, tally, now_us);
+            let used = check_frames(&buf[..n], &mut sub.rx, tally, now_us);
             sub.inbuf.extend_from_slice(&buf[used..n]);
             continue;
         }
@@ -970,17 +1281,89 @@ fn drain(sub: &mut Sub, buf: &mut [u8], tally: &mut Tally, epoch: Instant) {
             let Some(end) = sub.inbuf.windows(4).position(|w| w == b"\r\n\r\n") else {
                 continue;
             };
+            let head = String::from_utf8_lossy(&sub.inbuf[..end]).to_ascii_lowercase();
+            sub.rx.inflate = inflate_agreed(&head);
             sub.inbuf.drain(..end + 4);
             sub.ready = true;
+            if let Some(op) = sub.subscribe.take() {
+                if send_on(sub, &op).is_err() {
+                    sub.closed = true;
+                    return;
+                }
+            }
         }
-        let used = check_frames(&sub.inbuf, &mut sub.last, tally, now_us);
+        let used = check_frames(&sub.inbuf, &mut sub.rx, tally, now_us);
         sub.inbuf.drain(..used);
     }
 }
 
-/// Checks the whole frames at the start of `bytes` (order, gaps, latency); returns the bytes
-/// they take.
-fn check_frames(bytes: &[u8], last: &mut [u64], tally: &mut Tally, now_us: u64) -> usize {
+/// How the server's 101 (`head`, lower case) says its frames are compressed.
+fn inflate_agreed(head: &str) -> Inflate {
+    let Some(ext) = head
+        .lines()
+        .find_map(|l| l.strip_prefix("sec-websocket-extensions:"))
+    else {
+        return Inflate::Off;
+    };
+    if !ext.contains("permessage-deflate") {
+        Inflate::Off
+    } else if ext.contains("server_no_context_takeover") {
+        Inflate::Reset
+    } else {
+        Inflate::Own(Box::new(flate2::Decompress::new(false)))
+    }
+}
+
+/// The masked text frame of `{"op":"subscribe","topics":[..]}` with the options of `opts`, and
+/// with `since` (each topic's last seq, with the feed's epoch) for a recovery.
+fn subscribe_frame(topics: &[String], opts: &Opts, since: Option<(u64, &str)>) -> Vec<u8> {
+    let mut req = serde_json::json!({"op": "subscribe", "topics": topics});
+    if opts.delta {
+        req["delta"] = true.into();
+    }
+    if let Some(rate) = opts.max_rate {
+        req["max_rate"] = rate.into();
+    }
+    if let Some((seq, epoch)) = since {
+        let since: serde_json::Map<String, serde_json::Value> =
+            topics.iter().map(|t| (t.clone(), seq.into())).collect();
+        req["since"] = since.into();
+        req["epoch"] = epoch.into();
+    }
+    encode_client_frame(true, OpCode::Text, req.to_string().as_bytes(), [1, 2, 3, 4])
+}
+
+/// The permessage-deflate tail a sender removes and the receiver puts back (RFC 7692 7.2.2).
+const DEFLATE_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// Inflates one message's `data` into `out`; false if it is not valid deflate data.
+fn inflate_message(d: &mut flate2::Decompress, data: &[u8], out: &mut Vec<u8>) -> bool {
+    out.clear();
+    for part in [data, &DEFLATE_TAIL[..]] {
+        let mut used = 0;
+        loop {
+            if out.capacity() - out.len() < 1024 {
+                out.reserve(16 * 1024);
+            }
+            let before = d.total_in();
+            if d.decompress_vec(&part[used..], out, flate2::FlushDecompress::Sync)
+                .is_err()
+            {
+                return false;
+            }
+            used += (d.total_in() - before) as usize;
+            // All input taken and room left over: everything it gives is out.
+            if used >= part.len() && out.len() < out.capacity() {
+                break;
+            }
+        }
+    }
+    true
+}
+
+/// Checks the whole frames at the start of `bytes` (order, gaps, latency; compressed frames
+/// are inflated first, merge patches parsed); returns the bytes they take.
+fn check_frames(bytes: &[u8], rx: &mut Rx, tally: &mut Tally, now_us: u64) -> usize {
     let mut pos = 0;
     while bytes.len() - pos >= 2 {
         let b = &bytes[pos..];
@@ -997,33 +1380,80 @@ fn check_frames(bytes: &[u8], last: &mut [u64], tally: &mut Tally, now_us: u64) 
             break;
         }
         if b[0] & 0x0f == 1 {
-            if let Some((topic, seq, t)) = parse_msg(&b[head..head + len]) {
-                let prev = last[topic];
+            let payload = &b[head..head + len];
+            // RSV1: a compressed message.
+            let mut text = std::mem::take(&mut tally.scratch);
+            let msg = if b[0] & 0x40 != 0 {
+                tally.compressed += 1;
+                let ok = match &mut rx.inflate {
+                    Inflate::Own(d) => inflate_message(d, payload, &mut text),
+                    _ => {
+                        let d = tally
+                            .inflater
+                            .get_or_insert_with(|| Box::new(flate2::Decompress::new(false)));
+                        d.reset(false);
+                        inflate_message(d, payload, &mut text)
+                    }
+                };
+                tally.inflate_errors += u64::from(!ok);
+                if ok {
+                    &text[..]
+                } else {
+                    &[][..]
+                }
+            } else {
+                payload
+            };
+            if let Some((topic, seq, t, delta)) = parse_msg(msg) {
+                let prev = rx.last[topic];
                 if prev != 0 && seq <= prev {
                     tally.order_violations += 1;
                 } else if prev != 0 && seq > prev + 1 {
                     tally.losses += seq - prev - 1;
                 }
-                last[topic] = seq;
+                if delta {
+                    // A patch applies only to the seq right before it.
+                    tally.deltas += 1;
+                    tally.bad_deltas += u64::from(prev == 0 || seq != prev + 1);
+                }
+                rx.last[topic] = seq;
                 tally.deliveries += 1;
                 tally
                     .latencies_us
                     .push(now_us.saturating_sub(t).min(u32::MAX as u64) as u32);
+            } else if msg.starts_with(b"{\"type\":\"subscribed\"") {
+                tally.recovered += u64::from(msg.windows(14).any(|w| w == b"\"recovered\":[\""));
             }
+            tally.scratch = text;
         }
         pos += head + len;
     }
     pos
 }
 
-/// (topic index, seq, publish time) of `{"type":"msg","topic":"b/N","seq":S,"data":{"t":T,..}}`:
-/// every server here writes the fields in this order, so each search starts where the last
-/// one ended.
-fn parse_msg(text: &[u8]) -> Option<(usize, u64, u64)> {
+/// (topic index, seq, publish time, whether a merge patch) of
+/// `{"type":"msg","topic":"b/N","seq":S,"data":{"t":T,..}}` or of tickwire's
+/// `{"type":"msg","topic":"b/N","seq":S,"delta":{"t":T,..}}` (`t` changes with every update, so
+/// every patch has it): every server here writes the fields in this order, so each search starts
+/// where the last one ended.
+fn parse_msg(text: &[u8]) -> Option<(usize, u64, u64, bool)> {
     let (topic, at) = number_after(text, 0, b"\"topic\":\"b/")?;
     let (seq, at) = number_after(text, at, b"\"seq\":")?;
+    let delta = text.get(at..)?.starts_with(b",\"delta\":");
     let (t, _) = number_after(text, at, b"\"t\":")?;
-    Some((topic as usize, seq, t))
+    Some((topic as usize, seq, t, delta))
+}
+
+/// A quote of 20 fields (~330 bytes) of which two change with each update: `t` (the publish
+/// time, which the generator reads back for latency) and `last`, which walks with `n`.
+fn quote_payload(t: u128, n: u64, topic: usize) -> String {
+    let last = 187.0 + (n % 97) as f64 / 100.0;
+    format!(
+        "{{\"t\":{t},\"sym\":\"B{topic:04}\",\"exch\":\"XNAS\",\"cur\":\"USD\",\"status\":\"open\",\
+         \"bid\":186.95,\"ask\":187.05,\"bid_size\":300,\"ask_size\":500,\"last\":{last:.2},\
+         \"last_size\":100,\"open\":185.20,\"high\":188.10,\"low\":184.90,\"prev_close\":185.00,\
+         \"vwap\":186.71,\"volume\":18236411,\"trades\":104233,\"halted\":false,\"venue_time\":\"14:32:07.118\"}}"
+    )
 }
 
 /// The decimal number right after the first `key` at or after `from`, and where it ends.
@@ -1111,7 +1541,11 @@ impl Feed {
                 owed += self.per_topic[topic_index];
                 let topic = topic_name(topic_index);
                 let t = self.epoch.elapsed().as_micros();
-                let payload = format!("{{\"t\":{t},\"pad\":\"{pad}\"}}");
+                let payload = if sc.opts.quote {
+                    quote_payload(t, n / sc.topics as u64, topic_index)
+                } else {
+                    format!("{{\"t\":{t},\"pad\":\"{pad}\"}}")
+                };
                 if self.kind.websocket() {
                     let msg = format!("{{\"topic\":\"{topic}\",\"data\":{payload}}}");
                     batch.extend(encode_client_frame(
@@ -1156,6 +1590,22 @@ struct Row {
     writes_per_delivery: Option<f64>,
     /// Connections the server closed before their handshake (its connection limit).
     refused: usize,
+    /// The feature row's name (`Opts::label`), empty for the ordinary rows.
+    variant: &'static str,
+    /// Server CPU per connection set up (handshake and subscribe), from schedstat, in µs.
+    setup_cpu_us: f64,
+    /// Bytes the generator read from its subscribers' sockets over the window (TLS records
+    /// included), per second and per delivery.
+    wire_bytes_per_sec: f64,
+    bytes_per_delivery: f64,
+    /// Deliveries counted over the window.
+    delivered: u64,
+    /// Deliveries that came as merge patches, patches not following the previous seq, frames
+    /// that came compressed, frames that did not inflate.
+    deltas: u64,
+    bad_deltas: u64,
+    compressed: u64,
+    inflate_errors: u64,
 }
 
 /// The system calls that put bytes on a socket (every server here uses one of them).
@@ -1207,12 +1657,25 @@ fn stop_syscall_count(mut child: Child) -> Option<u64> {
     (seen == WRITE_CALLS.len()).then_some(total)
 }
 
+/// Server CPU of all the server's processes, in nanoseconds (schedstat).
+fn server_cpu_ns(server: &Server) -> u64 {
+    server.children.iter().map(|c| proc_cpu_ns(c.id())).sum()
+}
+
 fn run(kind: Kind, sc: Scenario, cores: Cores, syscalls: bool) -> Row {
-    let server = Server::start(kind, cores);
+    let server = Server::start(kind, cores, sc.opts);
     let mut poll = Poll::new().expect("poll");
     thread::sleep(Duration::from_millis(200));
     let (rss_before, epoch) = (server.usage().1, Instant::now());
+    let setup_cpu0 = server_cpu_ns(&server);
     let (mut subs, per_topic, setup, refused) = connect_all(&server, &sc, &mut poll, epoch);
+    // The subscribe requests sent after the upgrade (options) are served in the next moments.
+    if sc.opts.subscribe_op() {
+        thread::sleep(Duration::from_millis(300));
+    }
+    let setup_cpu_us = (server_cpu_ns(&server) - setup_cpu0) as f64
+        / 1e3
+        / (sc.subscribers - refused).max(1) as f64;
     let setup_per_sec = sc.subscribers as f64 / setup.as_secs_f64();
     thread::sleep(Duration::from_millis(300));
     let rss_after = server.usage().1;
@@ -1237,6 +1700,15 @@ fn run(kind: Kind, sc: Scenario, cores: Cores, syscalls: bool) -> Row {
             / (sc.subscribers - refused).max(1) as f64,
         refused,
         writes_per_delivery: None,
+        variant: sc.opts.label,
+        delivered: 0,
+        setup_cpu_us,
+        wire_bytes_per_sec: 0.0,
+        bytes_per_delivery: 0.0,
+        deltas: 0,
+        bad_deltas: 0,
+        compressed: 0,
+        inflate_errors: 0,
     };
     if sc.idle {
         return row;
@@ -1271,6 +1743,7 @@ fn run(kind: Kind, sc: Scenario, cores: Cores, syscalls: bool) -> Row {
     let mut buf = vec![0u8; 256 * 1024];
     let (cpu0, _) = server.usage();
     let (gen0, _) = proc_usage(std::process::id());
+    let wire0: u64 = subs.iter().map(|(_, s)| s.wire).sum();
     let window = Instant::now();
     while window.elapsed() < Duration::from_secs(sc.seconds) {
         poll.poll(&mut events, Some(Duration::from_millis(20)))
@@ -1285,6 +1758,14 @@ fn run(kind: Kind, sc: Scenario, cores: Cores, syscalls: bool) -> Row {
     let wall = window.elapsed().as_secs_f64();
     let (cpu1, _) = server.usage();
     let (gen1, _) = proc_usage(std::process::id());
+    let wire = subs.iter().map(|(_, s)| s.wire).sum::<u64>() - wire0;
+    row.wire_bytes_per_sec = wire as f64 / wall;
+    if tally.deliveries > 0 {
+        row.bytes_per_delivery = wire as f64 / tally.deliveries as f64;
+    }
+    row.delivered = tally.deliveries;
+    (row.deltas, row.bad_deltas) = (tally.deltas, tally.bad_deltas);
+    (row.compressed, row.inflate_errors) = (tally.compressed, tally.inflate_errors);
     // Deliveries counted over the same window as the writes (the counter starts a little
     // before and stops a little after it: a few more writes than deliveries in the window).
     if let Some(writes) = counter.and_then(stop_syscall_count) {
@@ -1378,11 +1859,12 @@ fn print_ratios(rows: &[Row]) {
 fn write_csv(path: &str, rows: &[Row]) -> io::Result<()> {
     let mut out = String::from(
         "scenario,server,subscribers,rate,setup_per_sec,deliveries_per_sec,published,server_cpu_pct,\
-         generator_cpu_pct,ns_per_delivery,p50_us,p99_us,p999_us,max_us,losses,order_violations,rss_per_conn_bytes,writes_per_delivery\n",
+         generator_cpu_pct,ns_per_delivery,p50_us,p99_us,p999_us,max_us,losses,order_violations,rss_per_conn_bytes,writes_per_delivery,\
+         variant,setup_cpu_us_per_conn,wire_bytes_per_sec,bytes_per_delivery,deliveries,deltas,bad_deltas,compressed,inflate_errors\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "{},{},{},{},{:.0},{:.0},{},{:.1},{:.1},{:.1},{},{},{},{},{},{},{:.0},{}\n",
+            "{},{},{},{},{:.0},{:.0},{},{:.1},{:.1},{:.1},{},{},{},{},{},{},{:.0},{},{},{:.2},{:.0},{:.1},{},{},{},{},{}\n",
             r.scenario,
             r.server.name(),
             r.subscribers,
@@ -1401,7 +1883,16 @@ fn write_csv(path: &str, rows: &[Row]) -> io::Result<()> {
             r.order_violations,
             r.rss_per_conn,
             r.writes_per_delivery
-                .map_or(String::new(), |w| format!("{w:.4}"))
+                .map_or(String::new(), |w| format!("{w:.4}")),
+            r.variant,
+            r.setup_cpu_us,
+            r.wire_bytes_per_sec,
+            r.bytes_per_delivery,
+            r.delivered,
+            r.deltas,
+            r.bad_deltas,
+            r.compressed,
+            r.inflate_errors
         ));
     }
     if let Some(dir) = Path::new(path).parent() {
@@ -1445,6 +1936,79 @@ fn main() {
         Cores::Pinned
     };
     let _ = rlimit::increase_nofile_limit(65536);
+    // The feature costs: each its own plan of rows, run `--rounds N` times (default 1).
+    let rounds: usize = value("--rounds")
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let size = if quick { "quick sizes" } else { "full sizes" };
+    if flag("--recovery") {
+        let clients = if quick { 2_000 } else { 10_000 };
+        println!("recovery: {clients} clients, one topic each of 100, {RECOVER} messages replayed against one snapshot; {size}, {rounds} round(s)");
+        let mut rows = Vec::new();
+        for round in 1..=rounds {
+            for recover in [false, true] {
+                rows.push(recovery_round(recover, round, clients, cores));
+            }
+        }
+        print_recovery(&rows);
+        return;
+    }
+    let plan = if flag("--rate") {
+        Some(
+            rate_scenarios(quick)
+                .into_iter()
+                .map(|sc| (Kind::Tickwire, sc))
+                .collect::<Vec<_>>(),
+        )
+    } else if flag("--deltas") {
+        Some(delta_plan(quick))
+    } else if flag("--features") {
+        Some(feature_plan(quick))
+    } else {
+        None
+    };
+    if let Some(mut plan) = plan {
+        // `--servers tickwire,node`: only those servers' rows (by the names in the tables).
+        if let Some(list) = value("--servers") {
+            plan.retain(|(k, _)| list.split(',').any(|n| n == k.name()));
+        }
+        if plan.iter().any(|(k, _)| *k == Kind::Node) {
+            if let Err(why) = prepare_node_peer() {
+                println!("node peer skipped: {why}");
+                plan.retain(|(k, _)| *k != Kind::Node);
+            }
+        }
+        let list: Vec<String> = plan
+            .iter()
+            .map(|(k, sc)| {
+                format!(
+                    "{} {} {} ({} subscribers, {}/s)",
+                    sc.name,
+                    k.name(),
+                    sc.opts.label,
+                    sc.subscribers,
+                    sc.rate.unwrap_or(0)
+                )
+            })
+            .collect();
+        println!(
+            "fanout features: {size}, {rounds} round(s), {}: {}",
+            if cores == Cores::Pinned {
+                "server on core 0, generator on core 1"
+            } else {
+                "unpinned"
+            },
+            list.join("; ")
+        );
+        let rows = run_plan(&plan, rounds, cores);
+        print_features(&rows);
+        if let Some(path) = value("--csv") {
+            let rows: Vec<Row> = rows.into_iter().map(|(_, r)| r).collect();
+            write_csv_or_say(&path, &rows);
+        }
+        return;
+    }
     let kinds = if flag("--tls") {
         // Plain against TLS on the public listener: the cost of TLS per delivery.
         vec![Kind::Tickwire, Kind::TickwireTls]
@@ -1567,9 +2131,341 @@ fn main() {
     print_table(&rows);
     print_ratios(&rows);
     if let Some(path) = value("--csv") {
-        match write_csv(&path, &rows) {
-            Ok(()) => println!("\nrows written to {path}"),
-            Err(e) => println!("\ncould not write {path}: {e}"),
+        write_csv_or_say(&path, &rows);
+    }
+}
+
+fn write_csv_or_say(path: &str, rows: &[Row]) {
+    match write_csv(path, rows) {
+        Ok(()) => println!("\nrows written to {path}"),
+        Err(e) => println!("\ncould not write {path}: {e}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Feature costs: `--rate` (issue 13), `--deltas` (issue 14), `--features` (issue 16)
+
+/// Runs every row of `plan` once per round, the rounds one after the other (so each feature
+/// row and its plain row are measured minutes apart at most, under the same load), printing
+/// each row as it ends. Each round starts one row further into the plan, so no row is always
+/// the one run first (or right after the same neighbour).
+fn run_plan(plan: &[(Kind, Scenario)], rounds: usize, cores: Cores) -> Vec<(usize, Row)> {
+    let mut rows = Vec::new();
+    for round in 1..=rounds {
+        let mut order = plan.to_vec();
+        order.rotate_left((round - 1) % plan.len().max(1));
+        for (kind, sc) in order {
+            let row = run(kind, sc, cores, false);
+            println!(
+                "  round {round} {:<4} {:<12} {:<14} {:>8.0} deliveries/s, {:>5.0} ns/delivery, {:>6.1} B/delivery, {:>6.1} MB/s, server {:.0}% / generator {:.0}%, set-up {:.1} us/conn, {} gaps, {} order, {} deltas ({} bad), {} compressed ({} bad)",
+                sc.name, kind.name(), sc.opts.label, row.deliveries_per_sec, row.ns_per_delivery,
+                row.bytes_per_delivery, row.wire_bytes_per_sec / 1e6, row.server_cpu,
+                row.generator_cpu, row.setup_cpu_us, row.losses, row.order_violations,
+                row.deltas, row.bad_deltas, row.compressed, row.inflate_errors
+            );
+            rows.push((round, row));
         }
     }
+    rows
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// The plain row a feature row is compared with: the same scenario and round, plain, on the
+/// same server (tickwire for `tickwire-tls`).
+fn plain_of<'a>(rows: &'a [(usize, Row)], round: usize, r: &Row) -> Option<&'a Row> {
+    let base = match r.server {
+        Kind::TickwireTls => Kind::Tickwire,
+        k => k,
+    };
+    rows.iter()
+        .find(|(n, p)| {
+            *n == round && p.scenario == r.scenario && p.server == base && p.variant == "plain"
+        })
+        .map(|(_, p)| p)
+}
+
+/// The medians over the rounds of each feature row, and its ratios to plain: CPU per delivery,
+/// bytes per delivery, server CPU and wire bytes per second, CPU per connection set up (the
+/// ratio is of medians; the per-round ratios of CPU per delivery show the noise).
+fn print_features(rows: &[(usize, Row)]) {
+    println!(
+        "\n{:<4} {:<12} {:<14} {:>10} {:>5} {:>5} {:>8} {:>8} {:>9} {:>8} {:>7} {:>7} {:>8} {:>9} {:>10}  per round: ns/deliv vs plain",
+        "sc", "server", "variant", "deliv/s", "srv%", "gen%", "ns/deliv", "B/deliv", "wire MB/s",
+        "setup us", "deltas%", "compr%", "gaps", "x ns", "x bytes"
+    );
+    let mut seen: Vec<(&str, Kind, &str)> = Vec::new();
+    for (_, r) in rows {
+        let key = (r.scenario, r.server, r.variant);
+        if seen.contains(&key) {
+            continue;
+        }
+        seen.push(key);
+        let same: Vec<&(usize, Row)> = rows
+            .iter()
+            .filter(|(_, x)| (x.scenario, x.server, x.variant) == key)
+            .collect();
+        let med = |f: &dyn Fn(&Row) -> f64| median(same.iter().map(|(_, x)| f(x)).collect());
+        let plain: Vec<(&Row, &Row)> = same
+            .iter()
+            .filter_map(|(n, x)| Some((x, plain_of(rows, *n, x)?)))
+            .collect();
+        let pmed = |f: &dyn Fn(&Row) -> f64| median(plain.iter().map(|(_, p)| f(p)).collect());
+        let ratio = |f: &dyn Fn(&Row) -> f64| {
+            let b = pmed(f);
+            if b > 0.0 {
+                format!("{:.2}x", med(f) / b)
+            } else {
+                "-".into()
+            }
+        };
+        let rounds: Vec<String> = plain
+            .iter()
+            .map(|(x, p)| format!("{:.2}", x.ns_per_delivery / p.ns_per_delivery.max(1.0)))
+            .collect();
+        let d = med(&|x| x.deliveries_per_sec);
+        let share = |f: &dyn Fn(&Row) -> u64| {
+            100.0 * same.iter().map(|(_, x)| f(x)).sum::<u64>() as f64
+                / same.iter().map(|(_, x)| x.delivered).sum::<u64>().max(1) as f64
+        };
+        println!(
+            "{:<4} {:<12} {:<14} {:>10.0} {:>5.0} {:>5.0} {:>8.0} {:>8.1} {:>9.2} {:>8.1} {:>7.1} {:>7.1} {:>8.0} {:>9} {:>10}  {}",
+            r.scenario,
+            r.server.name(),
+            r.variant,
+            d,
+            med(&|x| x.server_cpu),
+            med(&|x| x.generator_cpu),
+            med(&|x| x.ns_per_delivery),
+            med(&|x| x.bytes_per_delivery),
+            med(&|x| x.wire_bytes_per_sec) / 1e6,
+            med(&|x| x.setup_cpu_us),
+            share(&|x| x.deltas),
+            share(&|x| x.compressed),
+            med(&|x| x.losses as f64),
+            ratio(&|x| x.ns_per_delivery),
+            ratio(&|x| x.bytes_per_delivery),
+            rounds.join(" ")
+        );
+    }
+    let bad: u64 = rows
+        .iter()
+        .map(|(_, r)| r.order_violations + r.bad_deltas + r.inflate_errors)
+        .sum();
+    println!("order violations, unappliable patches and inflate errors over every row: {bad}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recovery (issue 13, `--recovery`)
+
+/// Publications each topic has when the clients come back: the recovering ones ask for the last
+/// `RECOVER` of them (the broker keeps 100 per topic by default, `--history`).
+const RECOVER: u64 = 100;
+
+/// One round of the recovery measurement.
+struct RecoveryRow {
+    mode: &'static str,
+    round: usize,
+    clients: usize,
+    /// Server CPU from the first subscribe request sent to the last message received, per
+    /// client (schedstat).
+    cpu_us_per_client: f64,
+    /// Wire bytes per client over the same span (the ack and the messages).
+    bytes_per_client: f64,
+    /// Messages per client (snapshots or replayed updates).
+    msgs_per_client: f64,
+    /// Acks that listed the topic as recovered.
+    recovered: u64,
+    seconds: f64,
+    gaps: u64,
+    order: u64,
+}
+
+/// What a subscriber coming back with `since` costs against one subscribing plain. A fresh
+/// server gets `RECOVER + 1` quotes on each of 100 topics; `clients` connections are opened
+/// without subscribing; then each sends one subscribe of one topic, either plain (it gets the
+/// topic's snapshot: one message) or with `since` = 1 and the feed's epoch (the broker replays
+/// seqs 2 to `RECOVER + 1` from its history: `RECOVER` messages), and the server's CPU is read
+/// from the first request to the last message. Handshakes are outside the span; nothing is
+/// published during it.
+fn recovery_round(recover: bool, round: usize, clients: usize, cores: Cores) -> RecoveryRow {
+    let opts = Opts {
+        label: if recover { "since" } else { "snapshot" },
+        quote: true,
+        defer_subscribe: true,
+        ..Opts::default()
+    };
+    let sc = Scenario {
+        name: "REC",
+        subscribers: clients,
+        topics: 100,
+        topics_per_subscriber: 1,
+        rate: None,
+        seconds: 0,
+        idle: false,
+        window: WINDOW,
+        opts,
+    };
+    let server = Server::start(Kind::Tickwire, cores, opts);
+    thread::sleep(Duration::from_millis(200));
+    preload(server.publish_addr, sc.topics, RECOVER + 1);
+    let feed_epoch = feed_epoch(server.subscribe_addrs[0]);
+    let mut poll = Poll::new().expect("poll");
+    let epoch = Instant::now();
+    let (mut subs, _, _, refused) = connect_all(&server, &sc, &mut poll, epoch);
+    assert_eq!(refused, 0, "connections refused");
+    thread::sleep(Duration::from_millis(300));
+    let mut tally = Tally::default();
+    let want = clients as u64 * if recover { RECOVER } else { 1 };
+    let wire0: u64 = subs.iter().map(|(_, s)| s.wire).sum();
+    let cpu0 = server_cpu_ns(&server);
+    let started = Instant::now();
+    for (i, sub) in subs.iter_mut() {
+        let topic = [topic_name(i % sc.topics)];
+        let since = recover.then_some((1, feed_epoch.as_str()));
+        send_on(sub, &subscribe_frame(&topic, &opts, since)).expect("subscribe");
+    }
+    let mut events = Events::with_capacity(4096);
+    let mut buf = vec![0u8; 256 * 1024];
+    while tally.deliveries < want && started.elapsed() < Duration::from_secs(60) {
+        poll.poll(&mut events, Some(Duration::from_millis(20)))
+            .expect("poll");
+        for ev in events.iter() {
+            if let Some(s) = subs.get_mut(ev.token().0) {
+                drain(s, &mut buf, &mut tally, epoch);
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = server_cpu_ns(&server) - cpu0;
+    let wire = subs.iter().map(|(_, s)| s.wire).sum::<u64>() - wire0;
+    RecoveryRow {
+        mode: opts.label,
+        round,
+        clients,
+        cpu_us_per_client: cpu as f64 / 1e3 / clients as f64,
+        bytes_per_client: wire as f64 / clients as f64,
+        msgs_per_client: tally.deliveries as f64 / clients as f64,
+        recovered: tally.recovered,
+        seconds,
+        gaps: tally.losses,
+        order: tally.order_violations,
+    }
+}
+
+/// Publishes `per_topic` quotes on each of `topics` topics through the streaming publisher and
+/// waits until the broker has sequenced the last one (its `published` ack).
+fn preload(addr: SocketAddr, topics: usize, per_topic: u64) {
+    let mut s = StdStream::connect(addr).expect("publisher connects");
+    s.write_all(
+        b"GET /publish HTTP/1.1\r\nHost: b\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .expect("upgrade");
+    let mut batch = Vec::new();
+    let total = per_topic * topics as u64;
+    for n in 0..total {
+        let topic = (n % topics as u64) as usize;
+        let payload = quote_payload(0, n / topics as u64, topic);
+        let id = if n + 1 == total { ",\"id\":1" } else { "" };
+        let msg = format!(
+            "{{\"topic\":\"{}\",\"data\":{payload}{id}}}",
+            topic_name(topic)
+        );
+        batch.extend(encode_client_frame(
+            true,
+            OpCode::Text,
+            msg.as_bytes(),
+            [1, 2, 3, 4],
+        ));
+    }
+    s.write_all(&batch).expect("publish");
+    read_until(&mut s, b"\"type\":\"published\"");
+}
+
+/// The feed's epoch, from the `subscribed` ack of a connection opened for it.
+fn feed_epoch(addr: SocketAddr) -> String {
+    let mut s = StdStream::connect(addr).expect("connect");
+    s.write_all(b"GET /ws?subscribe=b/0 HTTP/1.1\r\nHost: b\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        .expect("upgrade");
+    let text = read_until(&mut s, b"\"epoch\":\"");
+    let text = String::from_utf8_lossy(&text);
+    let at = text.find("\"epoch\":\"").expect("epoch") + 9;
+    let mut rest = text[at..].to_owned();
+    while !rest.contains('"') {
+        let mut more = [0u8; 256];
+        let n = s.read(&mut more).expect("read");
+        assert!(n > 0, "closed before the epoch ended");
+        rest.push_str(&String::from_utf8_lossy(&more[..n]));
+    }
+    rest[..rest.find('"').unwrap_or(0)].to_owned()
+}
+
+/// Reads from `s` until what was read contains `needle` (10 s at most); returns all of it.
+fn read_until(s: &mut StdStream, needle: &[u8]) -> Vec<u8> {
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(needle.len()).any(|w| w == needle) {
+        let n = s.read(&mut buf).expect("the server answers");
+        assert!(n > 0, "the server closed the connection");
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+fn print_recovery(rows: &[RecoveryRow]) {
+    println!(
+        "\n{:<9} {:>5} {:>7} {:>12} {:>12} {:>9} {:>9} {:>8} {:>5} {:>5}",
+        "mode",
+        "round",
+        "clients",
+        "cpu us/cl",
+        "bytes/cl",
+        "msgs/cl",
+        "recovered",
+        "seconds",
+        "gaps",
+        "order"
+    );
+    for r in rows {
+        println!(
+            "{:<9} {:>5} {:>7} {:>12.1} {:>12.0} {:>9.1} {:>9} {:>8.3} {:>5} {:>5}",
+            r.mode,
+            r.round,
+            r.clients,
+            r.cpu_us_per_client,
+            r.bytes_per_client,
+            r.msgs_per_client,
+            r.recovered,
+            r.seconds,
+            r.gaps,
+            r.order
+        );
+    }
+    let med = |mode: &str, f: &dyn Fn(&RecoveryRow) -> f64| {
+        median(rows.iter().filter(|r| r.mode == mode).map(f).collect())
+    };
+    let (cs, cr) = (
+        med("snapshot", &|r| r.cpu_us_per_client),
+        med("since", &|r| r.cpu_us_per_client),
+    );
+    let (bs, br) = (
+        med("snapshot", &|r| r.bytes_per_client),
+        med("since", &|r| r.bytes_per_client),
+    );
+    println!(
+        "medians: snapshot {cs:.1} us and {bs:.0} B per client; recovery of {RECOVER} messages {cr:.1} us and {br:.0} B ({:.1}x, {:.1}x the snapshot; {:.2} us per replayed message beyond the first)",
+        cr / cs.max(1e-9),
+        br / bs.max(1e-9),
+        (cr - cs) / (RECOVER - 1) as f64
+    );
 }

@@ -3,13 +3,21 @@
 // get {"type":"msg","topic":..,"seq":..,"data":..} text frames; the publisher opens /publish and
 // sends {"topic":..,"data":..} text frames. Each publication is serialized once and sent to every
 // subscriber of its topic (ws frames it per socket). Prints "subscribe ADDR" / "publish ADDR".
+// `--deflate` turns on ws's perMessageDeflate (off by default, so the fan-out rows are unchanged):
+// ws's defaults (context takeover, zlib's default level) except the threshold, set to tickwire's
+// `--compress-min` of 256 bytes (ws's default of 1024 would leave a ~330-byte quote plain).
 'use strict';
 const http = require('http');
 const { WebSocketServer } = require('ws');
 
 const server = http.createServer((req, res) => { res.writeHead(404); res.end('not found\n'); });
-// perMessageDeflate off: tickwire does not compress either.
-const wss = new WebSocketServer({ server, perMessageDeflate: false, maxPayload: 64 * 1024 });
+// perMessageDeflate off unless --deflate: the generator offers no compression in the plain rows.
+const deflate = process.argv.includes('--deflate');
+const wss = new WebSocketServer({
+  server,
+  perMessageDeflate: deflate ? { threshold: 256 } : false,
+  maxPayload: 64 * 1024,
+});
 const subscribers = new Map(); // topic -> Set of sockets
 const seqs = new Map();
 
