@@ -74,6 +74,9 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use rustls::{ClientConfig, ClientConnection};
+mod common;
+
+use common::{have_taskset, pin, pin_self, proc_usage};
 use tickwire::ws::frame::{encode_client_frame, encode_server_frame, OpCode};
 
 // ---------------------------------------------------------------------------------------------
@@ -663,59 +666,9 @@ impl Drop for Server {
     }
 }
 
-fn proc_usage(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, r)| r)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // After the command name: state is field 0, utime 11, stime 12 (clock ticks, 100 Hz here).
-    let cpu = (ticks(11) + ticks(12)) / 100.0;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or(0);
-    (cpu, rss)
-}
-
 /// This process's limit on open files (after `main` raised it as far as allowed).
 fn fd_limit() -> usize {
     rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft as usize)
-}
-
-fn have_taskset() -> bool {
-    Command::new("taskset").arg("-V").output().is_ok()
-}
-
-/// Pins a child process to one core (with `taskset`, when present), so the server and the
-/// generator do not share a core.
-fn pin(cmd: &mut Command, core: usize) {
-    if have_taskset() {
-        let program = cmd.get_program().to_owned();
-        let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
-        *cmd = Command::new("taskset");
-        cmd.arg("-c").arg(core.to_string()).arg(program).args(args);
-    }
-}
-
-/// Pins this process (the generator) to one core; threads started later inherit it.
-fn pin_self(core: usize) {
-    if have_taskset() {
-        let pid = std::process::id().to_string();
-        let _ = Command::new("taskset")
-            .args(["-p", "-c", &core.to_string(), &pid])
-            .stdout(Stdio::null())
-            .status();
-    }
 }
 
 fn node_peer_dir() -> std::path::PathBuf {
