@@ -17,10 +17,17 @@ use crate::server::{ConnId, Outbox};
 /// A `max_rate` slot to open: when, whose (connection and its serial), which topic.
 pub(crate) type RateTimer = Reverse<(Instant, usize, u64, u64)>;
 
+/// What fanning out one publication did.
+pub(super) struct Fanned {
+    /// Connections that got it now (held ones count when their slot opens).
+    pub delivered: u64,
+    /// Matching connections looked at: the work it cost.
+    pub visits: u64,
+}
+
 impl BrokerWorker {
-    /// Queues one publication on every matching connection, once each. Returns how many got it
-    /// now (held ones count when their slot opens).
-    pub(super) fn fan_out(&mut self, d: &Delivery, out: &mut Outbox<'_>) -> u64 {
+    /// Queues one publication on every matching connection, once each.
+    pub(super) fn fan_out(&mut self, d: &Delivery, out: &mut Outbox<'_>) -> Fanned {
         self.stamp += 1;
         let stamp = self.stamp;
         let now = out.now();
@@ -36,7 +43,9 @@ impl BrokerWorker {
         let mut deflated = Deflated::default();
         let min = self.shared.config.compress_min;
         let mut delivered = 0;
+        let mut visits = 0;
         self.index.for_each_match(&d.topic, |conn| {
+            visits += 1;
             let Some(Some(Client::Subscriber(sub))) = clients.get_mut(conn.0) else {
                 return;
             };
@@ -81,7 +90,7 @@ impl BrokerWorker {
                 delivered += 1;
             }
         });
-        delivered
+        Fanned { delivered, visits }
     }
 
     /// Opens the `max_rate` slots that are due: the latest value held in each goes out.
