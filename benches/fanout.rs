@@ -1864,19 +1864,11 @@ fn main() {
         tokio_peer::serve();
         return;
     }
-    if !args.iter().any(|a| a == "--bench") {
-        // `cargo test --all-targets` runs bench binaries without `--bench`: a load run is not a
-        // test, so say how to run it and stop.
-        println!("fanout: a benchmark; run it with `cargo bench --bench fanout -- --quick`");
+    if !common::is_bench_run(&args, "fanout") {
         return;
     }
-    let flag = |name: &str| args.iter().any(|a| a == name);
-    let value = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let flag = |name: &str| common::flag(&args, name);
+    let value = |name: &str| common::value(&args, name);
     let quick = flag("--quick");
     let syscalls = flag("--syscalls");
     let only = value("--only");

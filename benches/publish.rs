@@ -867,19 +867,11 @@ fn print_table(rows: &[Row]) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if !args.iter().any(|a| a == "--bench") {
-        // `cargo test --all-targets` runs bench binaries without `--bench`: a load run is not a
-        // test, so say how to run it and stop.
-        println!("publish: a benchmark; run it with `cargo bench --bench publish -- --quick`");
+    if !common::is_bench_run(&args, "publish") {
         return;
     }
-    let flag = |name: &str| args.iter().any(|a| a == name);
-    let value = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let flag = |name: &str| common::flag(&args, name);
+    let value = |name: &str| common::value(&args, name);
     let quick = flag("--quick");
     let secs = if quick { 3 } else { 10 };
     let repeat: usize = value("--repeat").map_or(if quick { 1 } else { 3 }, |v| {

@@ -60,3 +60,26 @@ pub fn pin_self(core: usize) {
             .status();
     }
 }
+
+/// Whether `name` (`--quick`) is among the arguments.
+pub fn flag(args: &[String], name: &str) -> bool {
+    args.iter().any(|a| a == name)
+}
+
+/// The argument after `name` (`--only S1`), if any.
+pub fn value(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+/// `cargo test --all-targets` runs bench binaries without `--bench`: a load run is not a test,
+/// so this says how to run the benchmark and returns false.
+pub fn is_bench_run(args: &[String], bench: &str) -> bool {
+    if flag(args, "--bench") {
+        return true;
+    }
+    println!("{bench}: a benchmark; run it with `cargo bench --bench {bench} -- --quick`");
+    false
+}
