@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use crate::broker::auth::Refusal;
 use crate::broker::cache::NotRecovered;
 use crate::broker::protocol::ErrorCode;
 use crate::server::EngineStats;
@@ -96,7 +97,7 @@ pub(crate) struct Metrics {
     /// client: neither answered by Redis nor given up on yet.
     pub awaiting_answer: AtomicU64,
     /// Tokens accepted and refused, connections closed at expiry (`--jwt-key`).
-    pub auth: crate::broker::auth::AuthMetrics,
+    pub auth: AuthMetrics,
 }
 
 impl Metrics {
@@ -331,5 +332,68 @@ impl Metrics {
         }
         self.auth.render(&mut out);
         out
+    }
+}
+
+/// Counters of authentications, for `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct AuthMetrics {
+    pub accepted: AtomicU64,
+    refused: [AtomicU64; Refusal::ALL.len()],
+    /// Connections closed with 1008 "token expired".
+    pub expired_closed: AtomicU64,
+    /// Connections closed with 1008 "no token": none sent within the handshake timeout.
+    pub no_token_closed: AtomicU64,
+    /// Subscriptions ended by a refresh whose grants no longer covered them.
+    pub narrowed: AtomicU64,
+}
+
+impl AuthMetrics {
+    pub fn refused(&self, r: Refusal) {
+        if let Some(i) = Refusal::ALL.iter().position(|&x| x == r) {
+            self.refused[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Appends the auth metrics in the Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP tickwire_auth_accepted_total Tokens accepted (upgrade URL or header, and auth ops).\n\
+             # TYPE tickwire_auth_accepted_total counter\ntickwire_auth_accepted_total {}",
+            get(&self.accepted)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tickwire_auth_refused_total Tokens refused, by reason.\n\
+             # TYPE tickwire_auth_refused_total counter"
+        );
+        for (r, a) in Refusal::ALL.iter().zip(&self.refused) {
+            let _ = writeln!(
+                out,
+                "tickwire_auth_refused_total{{reason=\"{}\"}} {}",
+                r.label(),
+                get(a)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tickwire_token_expired_closed_total Connections closed with 1008 when their token expired.\n\
+             # TYPE tickwire_token_expired_closed_total counter\ntickwire_token_expired_closed_total {}",
+            get(&self.expired_closed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tickwire_no_token_closed_total Connections closed with 1008 for sending no token within the handshake timeout.\n\
+             # TYPE tickwire_no_token_closed_total counter\ntickwire_no_token_closed_total {}",
+            get(&self.no_token_closed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tickwire_subscriptions_forbidden_total Subscriptions ended because a refreshed token no longer granted them.\n\
+             # TYPE tickwire_subscriptions_forbidden_total counter\ntickwire_subscriptions_forbidden_total {}",
+            get(&self.narrowed)
+        );
     }
 }

@@ -11,7 +11,6 @@
 //! `topics` required, each a valid pattern, at most [`MAX_GRANTS`].
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind;
@@ -512,97 +511,6 @@ fn load_key(bytes: &[u8]) -> Result<(DecodingKey, KeyKind), String> {
         )
     })?;
     Ok((key, kind))
-}
-
-/// Counters of authentications, for `/metrics`.
-#[derive(Debug, Default)]
-pub(crate) struct AuthMetrics {
-    pub accepted: AtomicU64,
-    refused: [AtomicU64; Refusal::ALL.len()],
-    /// Connections closed with 1008 "token expired".
-    pub expired_closed: AtomicU64,
-    /// Connections closed with 1008 "no token": none sent within the handshake timeout.
-    pub no_token_closed: AtomicU64,
-    /// Subscriptions ended by a refresh whose grants no longer covered them.
-    pub narrowed: AtomicU64,
-}
-
-impl AuthMetrics {
-    pub fn refused(&self, r: Refusal) {
-        if let Some(i) = Refusal::ALL.iter().position(|&x| x == r) {
-            self.refused[i].fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Appends the auth metrics in the Prometheus text format.
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "# HELP tickwire_auth_accepted_total Tokens accepted (upgrade URL or header, and auth ops).\n\
-             # TYPE tickwire_auth_accepted_total counter\ntickwire_auth_accepted_total {}",
-            get(&self.accepted)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP tickwire_auth_refused_total Tokens refused, by reason.\n\
-             # TYPE tickwire_auth_refused_total counter"
-        );
-        for (r, a) in Refusal::ALL.iter().zip(&self.refused) {
-            let _ = writeln!(
-                out,
-                "tickwire_auth_refused_total{{reason=\"{}\"}} {}",
-                r.label(),
-                get(a)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP tickwire_token_expired_closed_total Connections closed with 1008 when their token expired.\n\
-             # TYPE tickwire_token_expired_closed_total counter\ntickwire_token_expired_closed_total {}",
-            get(&self.expired_closed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP tickwire_no_token_closed_total Connections closed with 1008 for sending no token within the handshake timeout.\n\
-             # TYPE tickwire_no_token_closed_total counter\ntickwire_no_token_closed_total {}",
-            get(&self.no_token_closed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP tickwire_subscriptions_forbidden_total Subscriptions ended because a refreshed token no longer granted them.\n\
-             # TYPE tickwire_subscriptions_forbidden_total counter\ntickwire_subscriptions_forbidden_total {}",
-            get(&self.narrowed)
-        );
-    }
-}
-
-/// The token of an upgrade request: `?token=` or `Authorization: Bearer`. `Err` when both are
-/// there (which one would count is ambiguous) or the header is a Bearer with nothing after it.
-pub fn upgrade_token(req: &crate::http::Request<'_>) -> Result<Option<String>, String> {
-    let from_query = req.query_param("token");
-    let from_header = match req.header("authorization") {
-        Some(h) => {
-            let h = h.trim();
-            match h.split_once(' ') {
-                Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => {
-                    Some(rest.trim().to_owned())
-                }
-                // Another scheme (Basic to a proxy, say) is not ours to read.
-                _ if h.eq_ignore_ascii_case("bearer") => Some(String::new()),
-                _ => None,
-            }
-        }
-        None => None,
-    };
-    match (from_query, from_header) {
-        (Some(_), Some(_)) => {
-            Err("a token both in ?token= and in Authorization: send it in one place".to_owned())
-        }
-        (Some(t), None) | (None, Some(t)) => Ok(Some(t)),
-        (None, None) => Ok(None),
-    }
 }
 
 #[cfg(test)]

@@ -120,7 +120,7 @@ impl BrokerWorker {
                 ),
             )
         };
-        let token = match auth::upgrade_token(req) {
+        let token = match upgrade_token(req) {
             Ok(Some(t)) => t,
             Ok(None) => return None,
             Err(why) => {
@@ -326,5 +326,32 @@ impl BrokerWorker {
             );
             out.close(conn, CloseCode::POLICY, reason);
         }
+    }
+}
+
+/// The token of an upgrade request: `?token=` or `Authorization: Bearer`. `Err` when both are
+/// there (which one would count is ambiguous) or the header is a Bearer with nothing after it.
+pub fn upgrade_token(req: &Request<'_>) -> Result<Option<String>, String> {
+    let from_query = req.query_param("token");
+    let from_header = match req.header("authorization") {
+        Some(h) => {
+            let h = h.trim();
+            match h.split_once(' ') {
+                Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => {
+                    Some(rest.trim().to_owned())
+                }
+                // Another scheme (Basic to a proxy, say) is not ours to read.
+                _ if h.eq_ignore_ascii_case("bearer") => Some(String::new()),
+                _ => None,
+            }
+        }
+        None => None,
+    };
+    match (from_query, from_header) {
+        (Some(_), Some(_)) => {
+            Err("a token both in ?token= and in Authorization: send it in one place".to_owned())
+        }
+        (Some(t), None) | (None, Some(t)) => Ok(Some(t)),
+        (None, None) => Ok(None),
     }
 }
