@@ -1,4 +1,4 @@
-//! `include/tickwire.h` is what cbindgen makes of `src/ffi.rs` today. Regenerate with
+//! `include/tickwire.h` is what cbindgen makes of `src/ffi/` today. Regenerate with
 //! `TICKWIRE_BLESS=1 cargo test --test c_header`.
 
 use std::path::Path;
@@ -9,7 +9,7 @@ fn the_checked_in_header_is_current() {
     let config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml");
     let mut generated = Vec::new();
     cbindgen::Builder::new()
-        .with_src(root.join("src/ffi.rs"))
+        .with_src(root.join("src/ffi/mod.rs"))
         .with_config(config)
         .generate()
         .expect("cbindgen generates the header")
