@@ -13,9 +13,13 @@
 //! `tw_config` grows at its end only, and carries its own size: `tw_config_init(&cfg, sizeof cfg)`
 //! records the size the program was compiled with, and `tw_broker_start` reads only the fields
 //! that size holds, using the defaults for the rest. A program built against an older header
-//! keeps working with a newer library. To add fields: append them to `tw_config`, give them
-//! defaults in `default_config`, read them in `start`, and add the layout before them to
-//! `config_layouts`.
+//! keeps working with a newer library. To add fields (all in `config.rs`): append them to
+//! `tw_config`, give them defaults in `default_config`, read them in `config_of`, and add the
+//! layout before them to `config_layouts`.
+//!
+//! The files: this one (conventions, status codes, the per-thread error, the panic guard),
+//! `config.rs` (`tw_config`), `broker.rs` (the handle: start, publish, stats, stop), `log.rs`
+//! (the log callback).
 #![allow(non_camel_case_types)]
 // The C boundary is the one place raw pointers come in: the crate denies unsafe code elsewhere.
 #![allow(unsafe_code)]
