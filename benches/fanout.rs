@@ -458,7 +458,12 @@ impl Server {
 }
 
 fn tickwire_cmd(cores: Cores) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_tickwire"));
+    // `TICKWIRE_BIN` runs another build (an A/B comparison of two builds in one session).
+    let bin = std::env::var_os("TICKWIRE_BIN");
+    let mut c = Command::new(
+        bin.as_deref()
+            .unwrap_or(env!("CARGO_BIN_EXE_tickwire").as_ref()),
+    );
     let workers = if cores == Cores::Both { "2" } else { "1" };
     c.args(["--listen", "127.0.0.1:0", "--local-listen", "127.0.0.1:0"]);
     c.args(["--workers", workers, "--log-level", "error"]);

@@ -75,13 +75,12 @@ impl Connections {
     }
 
     pub fn push_owned(&mut self, id: usize, bytes: Vec<u8>) {
-        let now = self.now;
-        self.with_conn(id, |c| {
+        if let Some(c) = self.conns.get_mut(id) {
             if c.out.len_bytes() == 0 {
-                c.last_progress = now;
+                c.last_progress = self.now;
             }
-            c.out.push_owned(bytes)
-        });
+            c.out.push_owned(bytes, &mut self.frames);
+        }
         self.after_push(id);
     }
 
@@ -147,10 +146,10 @@ impl Connections {
         self.forget(id);
         let frame = encode_server_frame(OpCode::Close, &build_payload(code, reason));
         let deadline = self.now + self.config.close_timeout;
-        self.with_conn(id, |c| {
-            c.out.push_owned(frame);
+        if let Some(c) = self.conns.get_mut(id) {
+            c.out.push_owned(frame, &mut self.frames);
             c.begin_closing(deadline);
-        });
+        }
         self.touch(id);
     }
 
@@ -207,7 +206,7 @@ impl Connections {
             if c.out.len_bytes() == 0 {
                 c.last_progress = now;
             }
-            c.out.push_owned(bytes);
+            c.out.push_owned(bytes, &mut self.frames);
             // Pipelined requests may be waiting in the input, and no readable event will say
             // so. Only then: a read per answer that finds nothing is a syscall per request.
             if answered_later {
@@ -230,13 +229,13 @@ impl Connections {
     pub fn drain_with(&mut self, id: usize, last: Option<Vec<u8>>) {
         self.forget(id);
         let deadline = self.now + self.config.close_timeout;
-        self.with_conn(id, |c| {
+        if let Some(c) = self.conns.get_mut(id) {
             if let Some(bytes) = last {
-                c.out.push_owned(bytes);
+                c.out.push_owned(bytes, &mut self.frames);
             }
             c.held = None;
             c.drain(deadline);
-        });
+        }
         self.touch(id);
     }
 
