@@ -75,12 +75,13 @@ impl Connections {
     }
 
     pub fn push_owned(&mut self, id: usize, bytes: Vec<u8>) {
-        if let Some(c) = self.conns.get_mut(id) {
+        let now = self.now;
+        self.with_conn(id, |c| {
             if c.out.len_bytes() == 0 {
-                c.last_progress = self.now;
+                c.last_progress = now;
             }
-            c.out.push_owned(bytes, &mut self.frames);
-        }
+            c.out.push_owned(bytes)
+        });
         self.after_push(id);
     }
 
@@ -146,10 +147,10 @@ impl Connections {
         self.forget(id);
         let frame = encode_server_frame(OpCode::Close, &build_payload(code, reason));
         let deadline = self.now + self.config.close_timeout;
-        if let Some(c) = self.conns.get_mut(id) {
-            c.out.push_owned(frame, &mut self.frames);
+        self.with_conn(id, |c| {
+            c.out.push_owned(frame);
             c.begin_closing(deadline);
-        }
+        });
         self.touch(id);
     }
 
@@ -206,7 +207,7 @@ impl Connections {
             if c.out.len_bytes() == 0 {
                 c.last_progress = now;
             }
-            c.out.push_owned(bytes, &mut self.frames);
+            c.out.push_owned(bytes);
             // Pipelined requests may be waiting in the input, and no readable event will say
             // so. Only then: a read per answer that finds nothing is a syscall per request.
             if answered_later {
@@ -229,13 +230,13 @@ impl Connections {
     pub fn drain_with(&mut self, id: usize, last: Option<Vec<u8>>) {
         self.forget(id);
         let deadline = self.now + self.config.close_timeout;
-        if let Some(c) = self.conns.get_mut(id) {
+        self.with_conn(id, |c| {
             if let Some(bytes) = last {
-                c.out.push_owned(bytes, &mut self.frames);
+                c.out.push_owned(bytes);
             }
             c.held = None;
             c.drain(deadline);
-        }
+        });
         self.touch(id);
     }
 

@@ -206,12 +206,14 @@ fn upgrade<H: Handler>(
                 .flatten();
             let extensions = deflate.map(|d| d.response());
             let now = conns.now;
-            if let Some(c) = conns.conns.get_mut(id) {
+            conns.with_conn(id, |c| {
                 c.open(crate::ws::WsContext::new(limits).with_deflate(deflate), now);
-                let answer =
-                    handshake::response_101(&accept, protocol.as_deref(), extensions.as_deref());
-                c.out.push_owned(answer, &mut conns.frames);
-            }
+                c.out.push_owned(handshake::response_101(
+                    &accept,
+                    protocol.as_deref(),
+                    extensions.as_deref(),
+                ));
+            });
             conns.touch(id);
             handler.on_open(ConnId(id), listener, req, &mut Outbox { conns });
             // A client may send frames right behind its handshake.

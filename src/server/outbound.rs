@@ -25,50 +25,32 @@ const SMALLEST_RING: usize = 4;
 /// At most this many bytes are gathered into one `write`.
 const GATHER_BYTES: usize = 64 * 1024;
 
-/// Every frame queued on one worker's connections, each with the number of queue entries that
-/// point at it: a queue holds only keys into this table, so a queued frame costs its queue one
-/// word (a ring of keys stays a few cache lines when fan-out queues dozens of frames per turn on
-/// thousands of connections). Worker-local, so the counts need no atomics.
+/// The shared frames queued on one worker's connections, each with the number of queue
+/// entries that point at it. Worker-local, so the counts need no atomics.
 #[derive(Debug, Default)]
 pub(crate) struct FrameTable {
-    entries: Slab<(Body, usize)>,
+    entries: Slab<(Frame, usize)>,
     /// The entry the last `acquire` took: fan-out queues one frame on many connections in a row.
     last: Option<usize>,
-}
-
-/// A frame's bytes: shared with other workers' tables (a publication), or one connection's own
-/// (a pong, an HTTP response, an acknowledgement).
-#[derive(Debug)]
-enum Body {
-    Shared(Frame),
-    Owned(Vec<u8>),
 }
 
 impl FrameTable {
     fn acquire(&mut self, frame: &Frame) -> usize {
         if let Some(key) = self.last {
-            if let Some((Body::Shared(f), refs)) = self.entries.get_mut(key) {
+            if let Some((f, refs)) = self.entries.get_mut(key) {
                 if Arc::ptr_eq(f, frame) {
                     *refs += 1;
                     return key;
                 }
             }
         }
-        let key = self.entries.insert((Body::Shared(frame.clone()), 1));
+        let key = self.entries.insert((frame.clone(), 1));
         self.last = Some(key);
         key
     }
 
-    fn insert_owned(&mut self, bytes: Vec<u8>) -> usize {
-        self.entries.insert((Body::Owned(bytes), 1))
-    }
-
     fn bytes(&self, key: usize) -> &[u8] {
-        match self.entries.get(key) {
-            Some((Body::Shared(f), _)) => f,
-            Some((Body::Owned(v), _)) => v,
-            None => &[],
-        }
+        self.entries.get(key).map_or(&[], |(f, _)| f)
     }
 
     fn release(&mut self, key: usize) {
@@ -90,11 +72,37 @@ impl FrameTable {
     }
 }
 
+/// One queued frame. Fan-out queues dozens of frames per turn on each of thousands of
+/// connections, and those pushes and the gathering `write` walk the ring of chunks, so its size
+/// is cache misses: an owned frame is boxed, keeping a chunk at 16 bytes where a `Vec` inline
+/// made every chunk 32 (BENCHMARKS.md, "Below the ceiling": S1's user time per delivery).
+#[derive(Debug)]
+enum Chunk {
+    /// A key into the worker's [`FrameTable`].
+    Shared(usize),
+    /// A frame for this connection only (a pong, an HTTP response, an acknowledgement).
+    Owned(Box<Vec<u8>>),
+}
+
+impl Chunk {
+    fn bytes<'a>(&'a self, table: &'a FrameTable) -> &'a [u8] {
+        match self {
+            Chunk::Shared(key) => table.bytes(*key),
+            Chunk::Owned(v) => v,
+        }
+    }
+
+    fn release(self, table: &mut FrameTable) {
+        if let Chunk::Shared(key) = self {
+            table.release(key);
+        }
+    }
+}
+
 /// Bytes waiting to be written to one socket, in order.
 #[derive(Debug, Default)]
 pub(crate) struct OutQueue {
-    /// Keys into the worker's [`FrameTable`], oldest first.
-    chunks: VecDeque<usize>,
+    chunks: VecDeque<Chunk>,
     /// How much of the front chunk has already been written.
     head_written: usize,
     /// Bytes waiting, over all chunks, minus `head_written`.
@@ -104,12 +112,12 @@ pub(crate) struct OutQueue {
 impl OutQueue {
     pub fn push_shared(&mut self, frame: &Frame, table: &mut FrameTable) {
         self.bytes += frame.len();
-        self.chunks.push_back(table.acquire(frame));
+        self.chunks.push_back(Chunk::Shared(table.acquire(frame)));
     }
 
-    pub fn push_owned(&mut self, bytes: Vec<u8>, table: &mut FrameTable) {
+    pub fn push_owned(&mut self, bytes: Vec<u8>) {
         self.bytes += bytes.len();
-        self.chunks.push_back(table.insert_owned(bytes));
+        self.chunks.push_back(Chunk::Owned(Box::new(bytes)));
     }
 
     #[cfg(test)]
@@ -136,17 +144,17 @@ impl OutQueue {
     pub fn discard_unstarted(&mut self, table: &mut FrameTable) {
         let keep = usize::from(self.head_written > 0);
         while self.chunks.len() > keep {
-            if let Some(key) = self.chunks.pop_back() {
-                self.bytes -= table.bytes(key).len();
-                table.release(key);
+            if let Some(c) = self.chunks.pop_back() {
+                self.bytes -= c.bytes(table).len();
+                c.release(table);
             }
         }
     }
 
     /// Gives back every shared frame; the queue is empty after. Call before dropping it.
     pub fn release_all(&mut self, table: &mut FrameTable) {
-        for key in self.chunks.drain(..) {
-            table.release(key);
+        for c in self.chunks.drain(..) {
+            c.release(table);
         }
         self.bytes = 0;
         self.head_written = 0;
@@ -162,8 +170,8 @@ impl OutQueue {
         thread_local! {
             static GATHER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
         }
-        while let Some(&front) = self.chunks.front() {
-            let head = &table.bytes(front)[self.head_written..];
+        while let Some(front) = self.chunks.front() {
+            let head = &front.bytes(table)[self.head_written..];
             let result = if head.len() >= GATHER_BYTES {
                 w.write(head)
             } else {
@@ -171,8 +179,8 @@ impl OutQueue {
                     let mut gather = gather.borrow_mut();
                     gather.clear();
                     gather.extend_from_slice(head);
-                    for &key in self.chunks.iter().skip(1) {
-                        let bytes = table.bytes(key);
+                    for chunk in self.chunks.iter().skip(1) {
+                        let bytes = chunk.bytes(table);
                         if gather.len() + bytes.len() > GATHER_BYTES {
                             break;
                         }
@@ -204,15 +212,15 @@ impl OutQueue {
     fn advance(&mut self, mut written: usize, table: &mut FrameTable) {
         self.bytes -= written;
         while written > 0 {
-            let Some(&front) = self.chunks.front() else {
+            let Some(front) = self.chunks.front() else {
                 return;
             };
-            let left = table.bytes(front).len() - self.head_written;
+            let left = front.bytes(table).len() - self.head_written;
             if written >= left {
                 written -= left;
                 self.head_written = 0;
                 if let Some(done) = self.chunks.pop_front() {
-                    table.release(done);
+                    done.release(table);
                 }
             } else {
                 self.head_written += written;
@@ -257,13 +265,18 @@ mod tests {
     }
 
     #[test]
+    fn a_chunk_is_two_words() {
+        assert_eq!(std::mem::size_of::<Chunk>(), 16);
+    }
+
+    #[test]
     fn partial_writes_resume_where_they_stopped() {
         let mut q = OutQueue::default();
         let mut t = FrameTable::default();
         let shared: Frame = Arc::from(&b"shared-frame"[..]);
-        q.push_owned(b"hello ".to_vec(), &mut t);
+        q.push_owned(b"hello ".to_vec());
         q.push_shared(&shared, &mut t);
-        q.push_owned(b" end".to_vec(), &mut t);
+        q.push_owned(b" end".to_vec());
         assert_eq!(q.len_bytes(), 22);
         let mut w = Trickle {
             out: Vec::new(),
@@ -285,9 +298,9 @@ mod tests {
         let mut q = OutQueue::default();
         let mut t = FrameTable::default();
         let big: Vec<u8> = (0..GATHER_BYTES + 1000).map(|i| i as u8).collect();
-        q.push_owned(b"small-1 ".to_vec(), &mut t);
+        q.push_owned(b"small-1 ".to_vec());
         q.push_shared(&Arc::from(&big[..]), &mut t);
-        q.push_owned(b"small-2 ".to_vec(), &mut t);
+        q.push_owned(b"small-2 ".to_vec());
         q.push_shared(&Arc::from(&big[..]), &mut t);
         let mut w = Trickle {
             out: Vec::new(),
@@ -307,8 +320,8 @@ mod tests {
     fn discard_keeps_the_half_written_frame() {
         let mut q = OutQueue::default();
         let mut t = FrameTable::default();
-        q.push_owned(vec![1; 10], &mut t);
-        q.push_owned(vec![2; 10], &mut t);
+        q.push_owned(vec![1; 10]);
+        q.push_owned(vec![2; 10]);
         let mut w = Trickle {
             out: Vec::new(),
             cap: 4,
@@ -332,8 +345,8 @@ mod tests {
         };
         // A handshake answer and an acknowledgement: the smallest ring, given back at once.
         let mut q = OutQueue::default();
-        q.push_owned(b"HTTP/1.1 101".to_vec(), &mut t);
-        q.push_owned(b"ack".to_vec(), &mut t);
+        q.push_owned(b"HTTP/1.1 101".to_vec());
+        q.push_owned(b"ack".to_vec());
         assert!(q.write_to(&mut w, &mut t).unwrap());
         assert_eq!(q.chunks.capacity(), 0);
         // A burst: the ring stays for the next turn's burst, until the sweep finds it idle.
@@ -346,7 +359,7 @@ mod tests {
         q.release_buffer();
         assert_eq!(q.chunks.capacity(), 0);
         // A queue with something waiting keeps its ring.
-        q.push_owned(b"x".to_vec(), &mut t);
+        q.push_owned(b"x".to_vec());
         q.release_buffer();
         assert_eq!(q.len_bytes(), 1);
     }
