@@ -39,7 +39,8 @@
 //! `--window N` lets at most N publications (default 200) be on their way at max rate;
 //! `--syscalls` counts the server's write system calls over the publishing window with `perf
 //! stat` tracepoints (the `wr/deliv` column: write calls per delivery); `--csv FILE` writes
-//! every row as CSV too.
+//! every row as CSV too. `TICKWIRE_BIN=path` runs that tickwire binary instead of this build's
+//! (an A/B comparison of two builds with the same generator).
 //!
 //! The delivery features, each against plain tickwire in the same run (BENCHMARKS.md,
 //! "Delivery features"), with a 20-field quote of which two fields change per update, `--rounds
@@ -458,7 +459,6 @@ impl Server {
 }
 
 fn tickwire_cmd(cores: Cores) -> Command {
-    // `TICKWIRE_BIN` runs another build (an A/B comparison of two builds in one session).
     let bin = std::env::var_os("TICKWIRE_BIN");
     let mut c = Command::new(
         bin.as_deref()

@@ -5,7 +5,7 @@
 use std::mem;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use slab::Slab;
 
@@ -17,12 +17,27 @@ use crate::ws::close::build_payload;
 use crate::ws::frame::{encode_server_frame, OpCode};
 use crate::ws::{CloseCode, ProtocolError};
 
+/// How long the end-of-turn flush may write before connections with little queued wait for the
+/// next turn. A write costs the kernel about the same for 100 bytes as for 4 KiB, so when there
+/// are more connections to write than fit in this time (fan-out under load), the ones not
+/// reached gather the next turn's frames too and go first then. Each write then carries more,
+/// while the worker keeps reading its publishers between slices; a frame waits at most until
+/// every connection before it has been written once, as in one long flush. Below this load
+/// every touched connection is written every turn.
+const FLUSH_BUDGET: Duration = Duration::from_millis(2);
+/// A connection with this much queued is written even past the budget: larger writes gain
+/// little, and the queue must stay far below where frames are conflated.
+const DEFER_BELOW_BYTES: usize = 16 * 1024;
+
 pub(crate) struct Connections {
     pub conns: Slab<Conn>,
     pub config: ServerConfig,
     pub shared: Arc<Shared>,
-    /// Connections written to this turn, flushed once at its end.
+    /// Connections written to since they were last flushed, oldest first: flushed at the end
+    /// of the turn, within [`FLUSH_BUDGET`].
     touched: Vec<usize>,
+    /// The list being flushed (kept for its allocation).
+    flush_list: Vec<usize>,
     /// Connections to read (or hand on what they have read) again next turn: stopped early by
     /// the read budget, unpaused, or answered.
     pub resume: Vec<usize>,
@@ -42,6 +57,7 @@ impl Connections {
             config,
             shared,
             touched: Vec::new(),
+            flush_list: Vec::new(),
             resume: Vec::new(),
             closed: Vec::new(),
             frames: FrameTable::default(),
@@ -308,15 +324,104 @@ impl Connections {
         }
     }
 
+    /// Writes the connections written to since their last flush, oldest first, for
+    /// [`FLUSH_BUDGET`]; past it, an open WebSocket with less than [`DEFER_BELOW_BYTES`] queued
+    /// stays in line for the next turn.
     pub fn flush_touched(&mut self) {
-        let mut list = mem::take(&mut self.touched);
-        for &id in &list {
-            if let Some(c) = self.conns.get_mut(id) {
-                c.touched = false;
-                self.flush(id);
+        self.flush_touched_within(FLUSH_BUDGET);
+    }
+
+    fn flush_touched_within(&mut self, budget: Duration) {
+        let list = mem::replace(&mut self.touched, mem::take(&mut self.flush_list));
+        let started = Instant::now();
+        let mut out_of_time = false;
+        for (i, &id) in list.iter().enumerate() {
+            let Some(c) = self.conns.get_mut(id) else {
+                continue;
+            };
+            // The clock is read every few writes: a write costs microseconds, a clock read tens of
+            // nanoseconds.
+            if !out_of_time && i % 16 == 15 {
+                out_of_time = started.elapsed() >= budget;
             }
+            if out_of_time && c.is_open() && c.queued_bytes() < DEFER_BELOW_BYTES {
+                self.touched.push(id);
+                continue;
+            }
+            c.touched = false;
+            self.flush(id);
         }
-        list.clear();
-        self.touched = list;
+        self.flush_list = list;
+        self.flush_list.clear();
+    }
+
+    /// Whether connections are waiting to be flushed (the budget ran out last turn).
+    pub fn flush_waiting(&self) -> bool {
+        !self.touched.is_empty()
+    }
+}
+
+/// A server-side socket of a loopback pair, as a connection in `conns` (the client end is
+/// returned so that it stays open).
+#[cfg(test)]
+pub(crate) fn test_connection(conns: &mut Connections) -> (usize, std::net::TcpStream) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let client =
+        std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let (server, _) = listener.accept().expect("accept");
+    server.set_nonblocking(true).expect("nonblocking");
+    let socket = mio::net::TcpStream::from_std(server);
+    let id = conns.conns.insert(Conn::new(
+        super::transport::Transport::Plain(socket),
+        0,
+        Instant::now(),
+        Duration::from_secs(10),
+    ));
+    (id, client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::WsContext;
+
+    #[test]
+    fn past_the_budget_small_queues_wait_for_the_next_turn_and_go_first() {
+        let mut conns = Connections::new(ServerConfig::default(), Arc::new(Shared::default()));
+        let limits = conns.config.limits;
+        let mut ids = Vec::new();
+        let mut clients = Vec::new();
+        for _ in 0..40 {
+            let (id, client) = test_connection(&mut conns);
+            conns.conns[id].open(WsContext::new(limits), conns.now);
+            ids.push(id);
+            clients.push(client);
+        }
+        for (i, &id) in ids.iter().enumerate() {
+            // One large queue and one closing connection among the small ones.
+            let bytes = if i == 30 { DEFER_BELOW_BYTES } else { 100 };
+            conns.push_owned(id, vec![b'x'; bytes]);
+        }
+        conns.close(ids[35], CloseCode::NORMAL, "bye");
+        // A budget spent at once: the clock is first read at the 16th connection.
+        conns.flush_touched_within(Duration::ZERO);
+        let queued = |conns: &Connections, i: usize| conns.conns[ids[i]].queued_bytes();
+        for i in 0..40 {
+            let written = i < 15 || i == 30 || i == 35;
+            assert_eq!(queued(&conns, i) == 0, written, "connection {i}");
+        }
+        assert!(conns.flush_waiting());
+        let waiting: Vec<usize> = (15..40).filter(|&i| i != 30 && i != 35).collect();
+        let expected: Vec<usize> = waiting.iter().map(|&i| ids[i]).collect();
+        assert_eq!(conns.touched, expected, "in line, oldest first");
+        // More for a waiting connection and a written one: the waiting one keeps its place.
+        conns.push_owned(ids[20], vec![b'y'; 100]);
+        conns.push_owned(ids[0], vec![b'y'; 100]);
+        assert_eq!(conns.touched.first(), Some(&ids[15]));
+        assert_eq!(conns.touched.last(), Some(&ids[0]));
+        assert_eq!(queued(&conns, 20), 200);
+        conns.flush_touched_within(Duration::MAX);
+        assert!((0..40).all(|i| queued(&conns, i) == 0));
+        assert!(!conns.flush_waiting());
     }
 }

@@ -286,10 +286,8 @@ fn on_event<H: Handler>(conns: &mut Connections, handler: &mut H, id: usize, eve
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::server::conn::Conn;
     use crate::server::{Request, ServerConfig, Shared};
 
     /// Answers every request with a 10 KB page, counting them.
@@ -307,19 +305,8 @@ mod tests {
     /// A worker's connections holding one server-side socket of a loopback pair (the client end
     /// is returned so it stays open).
     fn one_connection(config: ServerConfig) -> (Connections, usize, std::net::TcpStream) {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let client =
-            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-        let (server, _) = listener.accept().expect("accept");
-        server.set_nonblocking(true).expect("nonblocking");
         let mut conns = Connections::new(config, Arc::new(Shared::default()));
-        let socket = mio::net::TcpStream::from_std(server);
-        let id = conns.conns.insert(Conn::new(
-            crate::server::transport::Transport::Plain(socket),
-            0,
-            Instant::now(),
-            Duration::from_secs(10),
-        ));
+        let (id, client) = crate::server::connections::test_connection(&mut conns);
         (conns, id, client)
     }
 

@@ -111,6 +111,7 @@ impl<H: Handler> Worker<H> {
             self.notifier.sleeping.store(true, Ordering::SeqCst);
             std::sync::atomic::fence(Ordering::SeqCst);
             if !self.conns.resume.is_empty()
+                || self.conns.flush_waiting()
                 || self.accept_again
                 || self.handler.has_pending_work()
                 || (stop_by.is_none() && self.conns.shared.shutdown_deadline().is_some())
