@@ -206,6 +206,12 @@ impl Metrics {
             engine.tls_errors,
         );
         one(
+            "writes_deferred_total",
+            "counter",
+            "Connection writes left for the next turn: the end-of-turn flush had used its 2 ms.",
+            engine.writes_deferred,
+        );
+        one(
             "http_requests_total",
             "counter",
             "HTTP requests served (not upgrades), keep-alive ones included.",

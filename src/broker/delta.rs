@@ -122,6 +122,22 @@ mod tests {
     }
 
     #[test]
+    fn serde_json_s_raw_value_key_is_an_ordinary_key_or_no_delta() {
+        // With the `raw_value` feature, serde_json's `Value` takes an object keyed
+        // `$serde_json::private::RawValue` for a raw value and refuses it when its string is
+        // not JSON text. A payload may hold one (it is JSON): it gets no delta, never a panic.
+        let key = "$serde_json::private::RawValue";
+        let nested = |v: &str| format!(r#"{{"a":1,"b":{{"{key}":"{v}"}},"c":"long enough"}}"#);
+        let (old, new) = (nested("x"), nested("y"));
+        assert_eq!(patch_between(old.as_bytes(), new.as_bytes()), None);
+        let top = |v: u32| format!(r#"{{"{key}":"\u00eask","n":{v},"pad":"long enough"}}"#);
+        assert_eq!(
+            patch_between(top(1).as_bytes(), top(2).as_bytes()).as_deref(),
+            Some(r#"{"n":2}"#)
+        );
+    }
+
+    #[test]
     fn numbers_in_a_patch_are_the_published_doubles_to_the_last_bit() {
         // Parsed and written again on the way: a value a client rebuilds from a patch must be
         // the very double that was published, not a neighbour.

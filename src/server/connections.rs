@@ -335,6 +335,7 @@ impl Connections {
         let list = mem::replace(&mut self.touched, mem::take(&mut self.flush_list));
         let started = Instant::now();
         let mut out_of_time = false;
+        let mut deferred = 0;
         for (i, &id) in list.iter().enumerate() {
             let Some(c) = self.conns.get_mut(id) else {
                 continue;
@@ -346,10 +347,14 @@ impl Connections {
             }
             if out_of_time && c.is_open() && c.queued_bytes() < DEFER_BELOW_BYTES {
                 self.touched.push(id);
+                deferred += 1;
                 continue;
             }
             c.touched = false;
             self.flush(id);
+        }
+        if deferred > 0 {
+            EngineCounters::add(&self.shared.stats.writes_deferred, deferred);
         }
         self.flush_list = list;
         self.flush_list.clear();
@@ -411,6 +416,12 @@ mod tests {
             assert_eq!(queued(&conns, i) == 0, written, "connection {i}");
         }
         assert!(conns.flush_waiting());
+        let stats = conns
+            .shared
+            .stats
+            .writes_deferred
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(stats, 23, "counted for metrics");
         let waiting: Vec<usize> = (15..40).filter(|&i| i != 30 && i != 35).collect();
         let expected: Vec<usize> = waiting.iter().map(|&i| ids[i]).collect();
         assert_eq!(conns.touched, expected, "in line, oldest first");

@@ -1,6 +1,6 @@
 //! [`Outbox`]: what the handler may do to the connections of its worker — queue frames, answer
-//! a request it deferred, pause and resume reading, close. Everything queued during a turn is
-//! written at the end of the turn.
+//! a request it deferred, pause and resume reading, close. What is queued during a turn is
+//! written at the end of the turn (or, under load, of the next: `Connections::flush_touched`).
 
 use super::connections::Connections;
 use super::outbound::Frame;

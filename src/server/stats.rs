@@ -19,6 +19,7 @@ pub(crate) struct EngineCounters {
     pub frames_conflated: AtomicU64,
     pub abuse_closed: AtomicU64,
     pub tls_errors: AtomicU64,
+    pub writes_deferred: AtomicU64,
 }
 
 impl EngineCounters {
@@ -56,6 +57,9 @@ pub struct EngineStats {
     /// TLS connections ended by a TLS error: not TLS at all, a failed handshake (an old
     /// protocol version, no shared cipher), a bad record.
     pub tls_errors: u64,
+    /// Connection writes left for the next turn because the end-of-turn flush had used its
+    /// time budget (the worker had more to write than it writes in one slice: it is loaded).
+    pub writes_deferred: u64,
 }
 
 /// Reads the engine's counters; cheap to clone, usable from any thread.
@@ -79,6 +83,7 @@ impl StatsSource {
             frames_conflated: get(&c.frames_conflated),
             abuse_closed: get(&c.abuse_closed),
             tls_errors: get(&c.tls_errors),
+            writes_deferred: get(&c.writes_deferred),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! One worker thread, in the shape of mio's own example: a `Poll`, its listeners, a `Slab` of
 //! connections indexed by `Token`, and the handler it drives. Each turn: poll, accept, read
 //! until `WouldBlock` (within a budget), hand on, let the handler do its cross-thread work, then
-//! flush every connection written to during the turn once.
+//! flush the connections written to, each once (within a time budget: see
+//! `Connections::flush_touched`).
 
 use std::io::{self, Read};
 use std::mem;
