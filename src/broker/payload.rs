@@ -69,6 +69,12 @@ mod tests {
         // `payload` fuzz target, whose oracle was `Value`).
         let raw_value_key = br#"{"$serde_json::private::RawValue":"\u00eask"}"#;
         assert_eq!(check(raw_value_key, 128), Ok(()));
+        // A lone surrogate escape is JSON by the grammar too (browsers' JSON.parse keeps it).
+        assert_eq!(check(br#"{"s":"\uda00n"}"#, 128), Ok(()));
+        assert!(
+            check(br#"{"s":"\ud8"}"#, 128).is_err(),
+            "four hex digits or nothing"
+        );
         assert!(check(b"", 128).is_err());
     }
 
