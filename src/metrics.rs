@@ -143,7 +143,7 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut one = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP tickwire_{name} {help}\n# TYPE tickwire_{name} {kind}\ntickwire_{name} {value}");
+            write_one(&mut out, name, kind, help, value);
         };
         one(
             "connections",
@@ -302,40 +302,46 @@ impl Metrics {
             get(&self.internal_errors),
         );
 
-        let _ = writeln!(out, "# HELP tickwire_publish_rejected_total Publications refused, by reason.\n# TYPE tickwire_publish_rejected_total counter");
-        for (r, a) in Rejection::ALL.iter().zip(&self.rejected) {
-            let _ = writeln!(
-                out,
-                "tickwire_publish_rejected_total{{reason=\"{}\"}} {}",
-                r.label(),
-                get(a)
-            );
-        }
-        let _ = writeln!(out, "# HELP tickwire_recovery_refused_total Topics in a subscribe's since that got a snapshot instead, by reason.\n# TYPE tickwire_recovery_refused_total counter");
-        for (why, a) in NotRecovered::ALL.iter().zip(&self.not_recovered) {
-            let _ = writeln!(
-                out,
-                "tickwire_recovery_refused_total{{reason=\"{}\"}} {}",
-                why.label(),
-                get(a)
-            );
-        }
-        let _ = writeln!(out, "# HELP tickwire_client_errors_total Error messages sent to WebSocket clients, by code.\n# TYPE tickwire_client_errors_total counter");
-        for (code, a) in ErrorCode::ALL.iter().zip(&self.client_errors) {
-            let _ = writeln!(
-                out,
-                "tickwire_client_errors_total{{code=\"{code}\"}} {}",
-                get(a)
-            );
-        }
-        let _ = writeln!(out, "# HELP tickwire_http_errors_total HTTP error responses, by status.\n# TYPE tickwire_http_errors_total counter");
-        for (status, a) in HTTP_ERROR_STATUSES.iter().zip(&self.http_errors) {
-            let _ = writeln!(
-                out,
-                "tickwire_http_errors_total{{status=\"{status}\"}} {}",
-                get(a)
-            );
-        }
+        write_family(
+            &mut out,
+            "publish_rejected_total",
+            "Publications refused, by reason.",
+            "reason",
+            Rejection::ALL
+                .iter()
+                .zip(&self.rejected)
+                .map(|(r, a)| (r.label(), get(a))),
+        );
+        write_family(
+            &mut out,
+            "recovery_refused_total",
+            "Topics in a subscribe's since that got a snapshot instead, by reason.",
+            "reason",
+            NotRecovered::ALL
+                .iter()
+                .zip(&self.not_recovered)
+                .map(|(w, a)| (w.label(), get(a))),
+        );
+        write_family(
+            &mut out,
+            "client_errors_total",
+            "Error messages sent to WebSocket clients, by code.",
+            "code",
+            ErrorCode::ALL
+                .iter()
+                .zip(&self.client_errors)
+                .map(|(c, a)| (c, get(a))),
+        );
+        write_family(
+            &mut out,
+            "http_errors_total",
+            "HTTP error responses, by status.",
+            "status",
+            HTTP_ERROR_STATUSES
+                .iter()
+                .zip(&self.http_errors)
+                .map(|(s, a)| (s, get(a))),
+        );
         self.auth.render(&mut out);
         out
     }
@@ -364,42 +370,68 @@ impl AuthMetrics {
     /// Appends the auth metrics in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let _ = writeln!(
+        write_one(
             out,
-            "# HELP tickwire_auth_accepted_total Tokens accepted (upgrade URL or header, and auth ops).\n\
-             # TYPE tickwire_auth_accepted_total counter\ntickwire_auth_accepted_total {}",
-            get(&self.accepted)
+            "auth_accepted_total",
+            "counter",
+            "Tokens accepted (upgrade URL or header, and auth ops).",
+            get(&self.accepted),
         );
-        let _ = writeln!(
+        write_family(
             out,
-            "# HELP tickwire_auth_refused_total Tokens refused, by reason.\n\
-             # TYPE tickwire_auth_refused_total counter"
+            "auth_refused_total",
+            "Tokens refused, by reason.",
+            "reason",
+            Refusal::ALL
+                .iter()
+                .zip(&self.refused)
+                .map(|(r, a)| (r.label(), get(a))),
         );
-        for (r, a) in Refusal::ALL.iter().zip(&self.refused) {
-            let _ = writeln!(
-                out,
-                "tickwire_auth_refused_total{{reason=\"{}\"}} {}",
-                r.label(),
-                get(a)
-            );
-        }
-        let _ = writeln!(
+        write_one(
             out,
-            "# HELP tickwire_token_expired_closed_total Connections closed with 1008 when their token expired.\n\
-             # TYPE tickwire_token_expired_closed_total counter\ntickwire_token_expired_closed_total {}",
-            get(&self.expired_closed)
+            "token_expired_closed_total",
+            "counter",
+            "Connections closed with 1008 when their token expired.",
+            get(&self.expired_closed),
         );
-        let _ = writeln!(
+        write_one(
             out,
-            "# HELP tickwire_no_token_closed_total Connections closed with 1008 for sending no token within the handshake timeout.\n\
-             # TYPE tickwire_no_token_closed_total counter\ntickwire_no_token_closed_total {}",
-            get(&self.no_token_closed)
+            "no_token_closed_total",
+            "counter",
+            "Connections closed with 1008 for sending no token within the handshake timeout.",
+            get(&self.no_token_closed),
         );
-        let _ = writeln!(
+        write_one(
             out,
-            "# HELP tickwire_subscriptions_forbidden_total Subscriptions ended because a refreshed token no longer granted them.\n\
-             # TYPE tickwire_subscriptions_forbidden_total counter\ntickwire_subscriptions_forbidden_total {}",
-            get(&self.narrowed)
+            "subscriptions_forbidden_total",
+            "counter",
+            "Subscriptions ended because a refreshed token no longer granted them.",
+            get(&self.narrowed),
         );
+    }
+}
+
+/// One metric, `tickwire_` + `name`, with its HELP and TYPE lines.
+fn write_one(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP tickwire_{name} {help}\n# TYPE tickwire_{name} {kind}\ntickwire_{name} {value}"
+    );
+}
+
+/// A counter with one label: its HELP and TYPE lines, then a line per value of the label.
+fn write_family<L: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: impl IntoIterator<Item = (L, u64)>,
+) {
+    let _ = writeln!(
+        out,
+        "# HELP tickwire_{name} {help}\n# TYPE tickwire_{name} counter"
+    );
+    for (l, value) in values {
+        let _ = writeln!(out, "tickwire_{name}{{{label}=\"{l}\"}} {value}");
     }
 }
